@@ -1,0 +1,1289 @@
+#!/usr/bin/env python3
+"""Convert DICOM images into files anyone can open.
+
+Single frames become PNG (16-bit grey by default), multi-frame cine loops become an
+animated GIF and an H.264 MP4, and every DICOM file gets a UTF-8 ``.txt`` beside its
+images with a summary and the full element dump.
+
+Pixels follow the DICOM display pipelines (PS3.3 C.11, PS3.4 Annex N):
+
+    stored values -> Modality LUT -> VOI LUT / window -> Presentation -> output bits
+
+Colour images (RGB, YBR_*, PALETTE COLOR) are converted to 8-bit RGB.
+
+The file reads top to bottom in the order data flows:
+
+    constants & errors -> finding inputs -> reading a dataset -> pixel pipeline
+    -> frame timing -> writers -> converting one file -> the batch -> command line
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import warnings
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+if TYPE_CHECKING:  # heavy imports are deferred so that --help answers at once
+    import numpy as np
+    from pydicom.dataset import Dataset
+
+
+# =============================================================================
+# Constants and errors
+# =============================================================================
+
+DEFAULT_INPUT = "dicom_data"
+DEFAULT_OUTPUT = "output"
+DEFAULT_FPS = Fraction(10)
+DEFAULT_CRF = 18
+
+# Suffixes removed from an input name to make the output stem (any case).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+# Media Storage Directory Storage: the DICOMDIR index of a CD, not an image.
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+# Elements whose values are bulk data: never dumped in the .txt.
+BULK_DATA_KEYWORDS = frozenset(
+    {"PixelData", "FloatPixelData", "DoubleFloatPixelData", "WaveformData",
+     "OverlayData", "EncapsulatedDocument", "SpectroscopyData"}
+)
+
+# Binary values longer than this are summarised in the .txt by their size.
+LONG_BINARY_BYTES = 64
+# Numeric multi-values longer than this are cut in the .txt, with a count.
+LONG_MULTI_VALUES = 16
+
+# Decoded frames of a clip are kept between the range pass and the render pass
+# when they fit in this many bytes; larger clips are decoded a second time.
+CLIP_CACHE_BYTES = 256 * 1024 * 1024
+
+
+class ConversionError(Exception):
+    """A problem with one input file; the message is shown to the user as is."""
+
+
+class NotDicom(ConversionError):
+    """The file is not a DICOM dataset."""
+
+
+class CorruptFile(ConversionError):
+    """The file claims to be DICOM but cannot be read or decoded."""
+
+
+class Unsupported(ConversionError):
+    """A valid file that uses something this program cannot render."""
+
+
+class Skipped(ConversionError):
+    """A DICOM file that is deliberately not converted (e.g. DICOMDIR)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The choices that shape one file's conversion (plain values, no argparse)."""
+
+    eight_bit: bool = False
+    write_gif: bool = True
+    write_mp4: bool = True
+    fps: Fraction | None = None
+    window: tuple[float, float] | None = None
+    crf: int = DEFAULT_CRF
+
+
+# =============================================================================
+# Finding inputs
+# =============================================================================
+
+def find_files(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every regular file under `root` (or `root` itself), in sorted order.
+
+    Symbolic links to directories are not followed, so link loops cannot hang
+    the walk; `exclude` (the output folder, when it lies inside the input) is
+    not entered, so a second run does not pick up its own outputs.
+    """
+    if root.is_file():
+        return [root]
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        here = Path(folder)
+        subfolders[:] = sorted(
+            name for name in subfolders
+            if exclude is None or (here / name).resolve() != exclude
+        )
+        found.extend(here / name for name in names if (here / name).is_file())
+    return sorted(found)
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """True when the content of `path` is a DICOM dataset (PS3.10 7.1).
+
+    Files with the 128-byte preamble and ``DICM`` prefix are DICOM.  Older files
+    without the preamble start directly with a group 0x0002/0x0008 element, in
+    either byte order; anything else (text, images, JSON) is not DICOM,
+    whatever its name.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    little = int.from_bytes(head[0:2], "little")
+    big = int.from_bytes(head[0:2], "big")
+    if not ({little, big} & {0x0002, 0x0008}):
+        return False
+    try:
+        ds = _dcmread(path, stop_before_pixels=True)
+    except Exception:
+        return False
+    return any(
+        keyword in ds for keyword in ("SOPClassUID", "Modality", "StudyInstanceUID", "Rows")
+    )
+
+
+def output_stem(name: str) -> str:
+    """The output stem for an input file name: `name` less a DICOM suffix."""
+    lowered = name.lower()
+    for suffix in DICOM_SUFFIXES:
+        if lowered.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path, Path, str]]:
+    """Pair each input with a unique output stem path under `output`.
+
+    The input tree is mirrored; two inputs whose stems coincide (``a`` and
+    ``a.dcm``) do not overwrite each other: the later one in sorted order
+    gets ``STEM_2`` (``_3``…).  Names are compared case-insensitively because
+    outputs are often copied to case-insensitive file systems.
+    Returns ``(input, stem path, note)`` where the note says about a rename.
+    """
+    base = root if root.is_dir() else root.parent
+    taken: set[str] = set()
+    planned = []
+    for path in sorted(files):
+        folder = output / path.parent.relative_to(base)
+        stem = output_stem(path.name)
+        candidate, n = stem, 1
+        while str(folder / candidate).casefold() in taken:
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(str(folder / candidate).casefold())
+        note = f"output renamed to {candidate} (name {stem} already taken)" if n > 1 else ""
+        planned.append((path, folder / candidate, note))
+    return planned
+
+
+# =============================================================================
+# Reading a dataset
+# =============================================================================
+
+def _dcmread(path: Path, **kwargs) -> Dataset:
+    import pydicom
+
+    return pydicom.dcmread(path, force=True, **kwargs)
+
+
+def read_dataset(path: Path) -> Dataset:
+    """Read the dataset of `path`, leaving bulk values (pixel data) on disk.
+
+    Values over 64 KB are deferred: they are read only when used, so the
+    metadata of a 2 GB cine costs what its header costs.
+    """
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = _dcmread(path, defer_size="64 KB")
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:
+        raise CorruptFile(f"cannot read DICOM dataset: {exc}") from None
+    except OSError as exc:
+        raise CorruptFile(f"cannot read file: {exc.strerror or exc}") from None
+    if not len(ds):
+        # pydicom returns nothing at all when the file ends inside the pixel data;
+        # the header alone tells the two cases apart.
+        try:
+            header = _dcmread(path, stop_before_pixels=True)
+        except Exception:
+            header = ()
+        if len(header):
+            raise CorruptFile("truncated: the file ends inside its pixel data")
+        raise NotDicom("no DICOM elements found")
+    sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+    if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        raise Skipped("DICOMDIR (the index of a DICOM CD, not an image)")
+    return ds
+
+
+def transfer_syntax_of(ds: Dataset) -> str:
+    """The Transfer Syntax UID of `ds`, inferred from its encoding when it has no File Meta."""
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if uid:
+        return uid
+    implicit, little = ds.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def has_pixel_data(ds: Dataset) -> bool:
+    return any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+
+
+def number_of_frames(ds: Dataset) -> int:
+    """NumberOfFrames (PS3.3 C.7.6.6), 1 when absent; refuses nonsense values."""
+    value = ds.get("NumberOfFrames", 1)
+    try:
+        frames = int(value) if value not in (None, "") else 1
+    except (TypeError, ValueError):
+        raise CorruptFile(f"invalid Number of Frames {value!r}") from None
+    if frames < 1:
+        raise CorruptFile(f"invalid Number of Frames {frames}")
+    return frames
+
+
+def check_pixel_data_length(ds: Dataset, path: Path) -> None:
+    """Refuse native (uncompressed) pixel data shorter than its image attributes say.
+
+    The length comes from the element header and the file size (the header of
+    a truncated file still claims the full length), so nothing is read;
+    without this check numpy reports a reshape error that tells a user nothing.
+    """
+    from pydicom.dataelem import RawDataElement
+    from pydicom.pixels.utils import get_expected_length
+    from pydicom.uid import UID
+
+    if UID(transfer_syntax_of(ds)).is_compressed or "PixelData" not in ds:
+        return
+    raw = ds.get_item("PixelData")
+    if isinstance(raw, RawDataElement):
+        actual = min(raw.length, path.stat().st_size - raw.value_tell)
+    else:
+        actual = len(raw.value or b"")
+    try:
+        expected = get_expected_length(ds, "bytes")
+    except Exception:
+        return
+    if actual < expected:
+        raise CorruptFile(f"truncated pixel data ({actual} of {expected} bytes)")
+
+
+def check_image_attributes(ds: Dataset) -> None:
+    """Refuse, before decoding, an Image Pixel module (PS3.3 C.7.6.3) that cannot be right."""
+    for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
+        if ds.get(keyword) in (None, ""):
+            raise CorruptFile(f"missing {keyword} (required to read pixel data)")
+    if int(ds.Rows) < 1 or int(ds.Columns) < 1:
+        raise CorruptFile(f"invalid image size {ds.Rows}x{ds.Columns}")
+    if int(ds.BitsAllocated) not in (1, 8, 16, 32, 64):
+        raise CorruptFile(f"invalid Bits Allocated {ds.BitsAllocated}")
+
+
+# =============================================================================
+# Pixel pipeline
+#
+# Every greyscale frame goes through one lookup table that holds the whole
+# display pipeline for every possible stored value (256 or 65536 entries), built
+# with the step functions below; a frame is then rendered by one numpy `take`.
+# 32-bit and float pixel data run the same steps on the frame directly.
+# =============================================================================
+
+def decode_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
+    """Yield the stored values of each frame of `path`, one at a time.
+
+    pydicom's `iter_pixels` reads and decodes one frame at a time from the
+    file, so a long cine never sits in memory whole; YBR_FULL/YBR_FULL_422 come
+    out as RGB (PS3.3 C.7.6.3.1.2).  Decoder failures become one clear error
+    naming the transfer syntax.
+    """
+    from pydicom.pixels import iter_pixels
+    from pydicom.uid import UID
+
+    syntax = UID(transfer_syntax_of(ds))
+    # Given a path, iter_pixels reads frames straight from the file; a deflated
+    # dataset must be inflated first, which reading it whole does.
+    source = _dcmread(path) if syntax.is_deflated else path
+    try:
+        for frame in iter_pixels(source, transfer_syntax_uid=syntax):
+            yield frame
+    except (NotImplementedError, RuntimeError, ImportError) as exc:
+        if "missing dependencies" in str(exc) or "not supported" in str(exc) or isinstance(exc, ImportError):
+            raise Unsupported(f"no decoder for {syntax.name} ({syntax}): {_first_line(exc)}") from None
+        raise CorruptFile(f"cannot decode {syntax.name} pixel data: {_first_line(exc)}") from None
+    except (ValueError, EOFError, AttributeError, KeyError, TypeError, IndexError, OSError) as exc:
+        raise CorruptFile(f"cannot decode {syntax.name} pixel data: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's message on one line (pydicom lists each plugin's reason on its own)."""
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def frame_attributes(ds: Dataset, index: int) -> Dataset:
+    """The attributes that govern frame `index`, with functional groups resolved.
+
+    Enhanced multi-frame objects (PS3.3 C.7.6.16) keep rescale and window per
+    frame in the Per-Frame Functional Groups Sequence, falling back to the
+    Shared Functional Groups Sequence.  pydicom's LUT functions read top-level
+    attributes only, so the frame's Pixel Value Transformation (C.7.6.16.2.9)
+    and Frame VOI LUT (C.7.6.16.2.10) values are copied onto a shallow copy.
+    """
+    groups = []
+    for sequence in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(sequence)
+        if not items:
+            continue
+        item_index = 0 if sequence.startswith("Shared") else index
+        if item_index < len(items):
+            groups.append(items[item_index])
+    if not groups:
+        return ds
+    view = ds.copy()
+    for group in groups:
+        for macro in ("PixelValueTransformationSequence", "FrameVOILUTSequence"):
+            items = group.get(macro)
+            if items:
+                for element in items[0]:
+                    view[element.tag] = element
+    return view
+
+
+def stored_values_domain(dtype: np.dtype) -> np.ndarray:
+    """Every value a frame of integer `dtype` can hold, in the order of its unsigned view."""
+    import numpy as np
+
+    unsigned = np.dtype(f"u{dtype.itemsize}")
+    return np.arange(2 ** (8 * dtype.itemsize), dtype=np.int64).astype(unsigned).view(dtype)
+
+
+def apply_modality(values: np.ndarray, attrs: Dataset) -> np.ndarray:
+    """Modality LUT (PS3.3 C.11.1): stored values to modality units (e.g. HU).
+
+    pydicom's `apply_modality_lut` handles Rescale Slope/Intercept and the
+    Modality LUT Sequence; it cannot make a ``uint12`` array for a 12-bit LUT
+    (it names the dtype after the descriptor's bit depth), so such LUTs are
+    given a 16-bit container here.
+    """
+    import numpy as np
+    from pydicom.pixels import apply_modality_lut
+
+    if attrs.get("ModalityLUTSequence"):
+        item = attrs.ModalityLUTSequence[0]
+        bits = int(item.LUTDescriptor[2])
+        if bits not in (8, 16):
+            item = _lut_item_with_depth(item, 16 if bits > 8 else 8)
+            attrs = attrs.copy()
+            attrs.ModalityLUTSequence = [item]
+    try:
+        out = apply_modality_lut(values, attrs)
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise CorruptFile(f"invalid Modality LUT: {_first_line(exc)}") from None
+    return np.asarray(out, dtype=np.float64)
+
+
+def _lut_item_with_depth(item: Dataset, depth: int) -> Dataset:
+    from pydicom.dataset import Dataset
+
+    copy = Dataset()
+    copy.update(item)
+    descriptor = list(item.LUTDescriptor)
+    descriptor[2] = depth
+    copy.LUTDescriptor = descriptor
+    return copy
+
+
+def apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """VOI window (PS3.3 C.11.2.1.2 and C.11.2.1.3) mapped onto 0.0–1.0.
+
+    Written here rather than calling pydicom's `apply_windowing`: that
+    function scales its output to a range derived from Bits Stored and the
+    rescale values (and writes back into the dataset), while the display needs
+    0–1 to quantise to 8 or 16 bits; the formulas are the standard's.
+    """
+    import numpy as np
+
+    function = (function or "LINEAR").strip().upper()
+    values = np.asarray(values, dtype=np.float64)
+    if function == "SIGMOID":
+        if width <= 0:
+            raise CorruptFile(f"invalid Window Width {width} for SIGMOID")
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        if width <= 0:
+            raise CorruptFile(f"invalid Window Width {width} for LINEAR_EXACT")
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    if function != "LINEAR":
+        raise Unsupported(f"VOI LUT Function {function!r} is not supported")
+    if width < 1:
+        raise CorruptFile(f"invalid Window Width {width} (must be at least 1)")
+    if width == 1:  # a threshold: C.11.2.1.2.1 with width - 1 == 0
+        return (values > center - 0.5).astype(np.float64)
+    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def apply_voi_lut_sequence(values: np.ndarray, attrs: Dataset) -> np.ndarray:
+    """The first VOI LUT of the VOI LUT Sequence (PS3.3 C.11.2.1.1), mapped onto 0.0–1.0.
+
+    pydicom's `apply_voi` does the lookup; its output spans the LUT's
+    declared entry bit depth (LUT Descriptor value 3), which sets full scale.
+    """
+    import numpy as np
+    from pydicom.pixels import apply_voi
+
+    item = attrs.VOILUTSequence[0]
+    try:
+        out = apply_voi(np.rint(values).astype(np.int64), attrs)
+    except (ValueError, TypeError, IndexError, NotImplementedError, AttributeError) as exc:
+        raise CorruptFile(f"invalid VOI LUT Sequence: {_first_line(exc)}") from None
+    full_scale = 2 ** int(item.LUTDescriptor[2]) - 1
+    return np.asarray(out, dtype=np.float64) / full_scale
+
+
+def apply_linear_range(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map the modality range `low`–`high` linearly onto 0.0–1.0 (no VOI in the file)."""
+    import numpy as np
+
+    if high <= low:
+        return np.zeros(np.shape(values), dtype=np.float64)
+    return np.clip((np.asarray(values, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+
+
+def is_inverted(attrs: Dataset) -> bool:
+    """Presentation (PS3.3 C.11.6, C.7.6.3.1.2): whether minimum is shown white.
+
+    Presentation LUT Shape, when present, says it outright (INVERSE or
+    IDENTITY).  Otherwise MONOCHROME1 means the lowest value is white.  The
+    inversion is applied after VOI; inverting before the window double-inverts.
+    """
+    shape = str(attrs.get("PresentationLUTShape", "") or "").strip().upper()
+    if shape in ("INVERSE", "IDENTITY"):
+        return shape == "INVERSE"
+    return str(attrs.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Voi:
+    """The VOI step chosen for an image: a window, the file's VOI LUT, or a range."""
+
+    kind: str  # "window", "lut" or "range"
+    center: float = 0.0
+    width: float = 0.0
+    function: str = "LINEAR"
+    source: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "window":
+            extra = "" if self.function == "LINEAR" else f" {self.function}"
+            return f"window {self.center:g}/{self.width:g}{extra} ({self.source})"
+        if self.kind == "lut":
+            return f"VOI LUT ({self.source})"
+        return f"min-max {self.center:g}..{self.width:g} ({self.source})"
+
+
+def choose_voi(attrs: Dataset, override: tuple[float, float] | None) -> Voi | None:
+    """The VOI of PS3.3 C.11.2 in order of precedence, or None when the file has none.
+
+    ``--window`` wins; then the first Window Center/Width pair with its VOI LUT
+    Function; then the first item of the VOI LUT Sequence.
+    """
+    if override is not None:
+        return Voi("window", override[0], override[1], "LINEAR", "--window")
+    center, width = attrs.get("WindowCenter"), attrs.get("WindowWidth")
+    if center not in (None, "") and width not in (None, ""):
+        try:
+            center = float(center[0] if _is_multi(center) else center)
+            width = float(width[0] if _is_multi(width) else width)
+        except (TypeError, ValueError, IndexError):
+            raise CorruptFile(f"invalid Window Center/Width {center!r}/{width!r}") from None
+        function = str(attrs.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+        return Voi("window", center, width, function, "file")
+    if attrs.get("VOILUTSequence"):
+        return Voi("lut", source="file")
+    return None
+
+
+def _is_multi(value) -> bool:
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+
+
+def apply_voi_step(values: np.ndarray, attrs: Dataset, voi: Voi) -> np.ndarray:
+    """Run the chosen VOI on modality values, giving 0.0–1.0."""
+    if voi.kind == "window":
+        return apply_window(values, voi.center, voi.width, voi.function)
+    if voi.kind == "lut":
+        return apply_voi_lut_sequence(values, attrs)
+    return apply_linear_range(values, voi.center, voi.width)
+
+
+def display_values(stored: np.ndarray, attrs: Dataset, voi: Voi, out_max: int) -> np.ndarray:
+    """The grayscale standard display pipeline (PS3.4 N.2.1) from stored values to output.
+
+    Modality LUT, VOI, then Presentation; output is scaled to 0–`out_max` and
+    returned as uint8 (255) or uint16 (65535).
+    """
+    import numpy as np
+
+    shown = apply_voi_step(apply_modality(stored, attrs), attrs, voi)
+    if is_inverted(attrs):
+        shown = 1.0 - shown
+    return np.rint(shown * out_max).astype(np.uint8 if out_max <= 255 else np.uint16)
+
+
+def grayscale_lut(dtype: np.dtype, attrs: Dataset, voi: Voi, out_max: int) -> np.ndarray:
+    """`display_values` for every stored value of `dtype`, indexed by its unsigned view."""
+    return display_values(stored_values_domain(dtype), attrs, voi, out_max)
+
+
+def modality_range(low: float, high: float, attrs: Dataset) -> tuple[float, float]:
+    """The range of modality values that stored values `low`..`high` map to."""
+    import numpy as np
+
+    if attrs.get("ModalityLUTSequence"):
+        stored = np.arange(int(low), int(high) + 1, dtype=np.int64)
+    else:  # a rescale is linear: the ends suffice (a negative slope swaps them)
+        stored = np.array([low, high], dtype=np.float64)
+    values = apply_modality(stored, attrs)
+    return float(values.min()), float(values.max())
+
+
+def lut_index(frame: np.ndarray) -> np.ndarray:
+    """The frame viewed as unsigned integers, to index a LUT built by `stored_values_domain`."""
+    return frame.view(f"u{frame.dtype.itemsize}")
+
+
+def uses_lut(frame: np.ndarray) -> bool:
+    return frame.dtype.kind in "ui" and frame.dtype.itemsize <= 2
+
+
+def render_grayscale(
+    frames: Iterable[np.ndarray], attrs_of, voi_of, out_max: int
+) -> Iterator[np.ndarray]:
+    """Render stored greyscale frames for display, one LUT per distinct frame setting."""
+    cache: dict[tuple, np.ndarray] = {}
+    for index, frame in enumerate(frames):
+        attrs = attrs_of(index)
+        voi = voi_of(attrs)
+        if not uses_lut(frame):
+            yield display_values(frame, attrs, voi, out_max)
+            continue
+        key = (frame.dtype.str, voi, _lut_key(attrs))
+        if key not in cache:
+            cache[key] = grayscale_lut(frame.dtype, attrs, voi, out_max)
+        yield cache[key][lut_index(frame)]
+
+
+def _lut_key(attrs: Dataset) -> tuple:
+    """What makes two frames' display LUTs differ, beyond the VOI itself."""
+    return (
+        str(attrs.get("RescaleSlope", "")), str(attrs.get("RescaleIntercept", "")),
+        id(attrs.get("ModalityLUTSequence")), id(attrs.get("VOILUTSequence")),
+        is_inverted(attrs),
+    )
+
+
+def palette_lut(dtype: np.dtype, ds: Dataset) -> np.ndarray:
+    """PALETTE COLOR (PS3.3 C.7.6.3.1.5-6, C.7.9): an 8-bit RGB entry per stored value.
+
+    pydicom's `apply_color_lut` expands normal and segmented LUTs; applying it
+    once to every possible index gives a table the frames are looked up in.
+    16-bit LUT entries are scaled to 8 bits with rounding.
+    """
+    import numpy as np
+    from pydicom.pixels import apply_color_lut
+
+    domain = stored_values_domain(dtype)
+    try:
+        table = apply_color_lut(np.clip(domain, 0, None).astype(dtype), _native_order_luts(ds))
+    except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
+        raise CorruptFile(f"invalid palette colour lookup table: {_first_line(exc)}") from None
+    return to_eight_bit(table, 16 if table.dtype.itemsize > 1 else 8)
+
+
+def _native_order_luts(ds: Dataset) -> Dataset:
+    """`ds` with 16-bit palette LUT data in little-endian order.
+
+    pydicom 3.0's `apply_color_lut` reads (non-segmented) LUT data in the
+    machine's byte order, so a big-endian file's palette comes out byte-swapped
+    (OBXXXX1A_expb differed from DCMTK by 12 levels on average, up to 254).
+    """
+    import numpy as np
+
+    if ds.original_encoding[1] is not False:
+        return ds
+    swapped = ds.copy()
+    for colour in ("Red", "Green", "Blue", "Alpha"):
+        keyword = f"{colour}PaletteColorLookupTableData"
+        data = ds.get(keyword)
+        if data and len(data) % 2 == 0 and int(ds.RedPaletteColorLookupTableDescriptor[2]) == 16:
+            swapped[keyword].value = np.frombuffer(data, dtype=">u2").astype("<u2").tobytes()
+    return swapped
+
+
+def to_eight_bit(values: np.ndarray, bits: int) -> np.ndarray:
+    """Scale unsigned values of `bits` significant bits to 0–255, rounding."""
+    import numpy as np
+
+    if bits == 8 and values.dtype == np.uint8:
+        return values
+    full_scale = float(2**bits - 1)
+    scaled = np.rint(values.astype(np.float64) * (255.0 / full_scale))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+def render_colour(frames: Iterable[np.ndarray], ds: Dataset) -> Iterator[np.ndarray]:
+    """Colour frames as 8-bit RGB (PS3.3 C.7.6.3.1.2).
+
+    RGB and YBR come out of the decoder as RGB; deeper samples are scaled
+    from Bits Stored to 8 bits; PALETTE COLOR is looked up in its LUTs.
+    """
+    import numpy as np
+
+    photometric = str(ds.PhotometricInterpretation).strip()
+    bits_stored = int(ds.get("BitsStored") or ds.BitsAllocated)
+    table = None
+    for frame in frames:
+        if photometric == "PALETTE COLOR":
+            if table is None:
+                table = palette_lut(frame.dtype, ds)
+            yield table[lut_index(frame)]
+        elif frame.dtype == np.uint8:
+            yield frame
+        else:
+            yield to_eight_bit(frame, min(bits_stored, 8 * frame.dtype.itemsize))
+
+
+def is_colour(ds: Dataset) -> bool:
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    return photometric not in ("MONOCHROME1", "MONOCHROME2")
+
+
+def rendered_frames(
+    path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None
+) -> tuple[Iterator[np.ndarray], str]:
+    """The display frames of `path` and a description of the VOI used.
+
+    When the file has no VOI and no `window` is given, the whole clip's
+    modality range is used (one range for all frames, so a loop does not
+    flicker): that needs a first pass over the frames, which are kept for the
+    second pass when they fit in CLIP_CACHE_BYTES and decoded again otherwise.
+    """
+    if is_colour(ds):
+        return render_colour(decode_frames(path, ds), ds), "colour"
+
+    attrs_cache: dict[int, Dataset] = {}
+
+    def attrs_of(index: int) -> Dataset:
+        if index not in attrs_cache:
+            attrs_cache[index] = frame_attributes(ds, index)
+        return attrs_cache[index]
+
+    file_vois = {choose_voi(attrs_of(0), window)}
+    if "PerFrameFunctionalGroupsSequence" in ds and window is None:
+        file_vois |= {choose_voi(attrs_of(i), None) for i in range(number_of_frames(ds))}
+    if None not in file_vois:
+        voi_descriptions = sorted({v.describe() for v in file_vois})
+        description = voi_descriptions[0] if len(voi_descriptions) == 1 else "per-frame windows"
+        return (
+            render_grayscale(decode_frames(path, ds), attrs_of, lambda a: choose_voi(a, window), out_max),
+            description,
+        )
+
+    kept, low, high = clip_stored_range(path, ds, attrs_of)
+    voi_range = Voi("range", low, high, source="no window in file")
+
+    def voi_of(attrs: Dataset) -> Voi:
+        return choose_voi(attrs, window) or voi_range
+
+    frames = iter(kept) if kept is not None else decode_frames(path, ds)
+    return render_grayscale(frames, attrs_of, voi_of, out_max), voi_range.describe()
+
+
+def clip_stored_range(path: Path, ds: Dataset, attrs_of) -> tuple[list | None, float, float]:
+    """One pass over the clip: its modality-value range, and the frames if they fit the cache."""
+    kept: list | None = []
+    kept_bytes = 0
+    low, high = float("inf"), float("-inf")
+    for index, frame in enumerate(decode_frames(path, ds)):
+        finite = frame if frame.dtype.kind in "ui" else frame[_isfinite(frame)]
+        if finite.size:
+            lo, hi = modality_range(finite.min(), finite.max(), attrs_of(index))
+            low, high = min(low, lo), max(high, hi)
+        if kept is not None:
+            kept_bytes += frame.nbytes
+            kept = kept + [frame] if kept_bytes <= CLIP_CACHE_BYTES else None
+    if low > high:
+        low = high = 0.0
+    return kept, low, high
+
+
+def _isfinite(frame: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.isfinite(frame)
+
+
+# =============================================================================
+# Frame timing
+# =============================================================================
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """How long each frame shows: a nominal rate plus per-frame durations in ms."""
+
+    rate: Fraction
+    durations_ms: tuple[float, ...]
+    source: str
+
+    def describe(self) -> str:
+        return f"{float(self.rate):.4g} fps ({self.source})"
+
+
+def frame_timing(ds: Dataset, frames: int, fps: Fraction | None) -> Timing:
+    """The frame rate of a cine (PS3.3 C.7.6.5 Cine Module), or `fps` when given.
+
+    Order of precedence: the attribute that Frame Increment Pointer names
+    (Frame Time or Frame Time Vector), then Frame Time, Recommended Display
+    Frame Rate, Cine Rate, and finally 10 fps.  A Frame Time Vector keeps its
+    variable timing as per-frame durations.
+    """
+    if fps is not None:
+        return _constant_timing(Fraction(fps), frames, "--fps")
+    pointers = ds.get("FrameIncrementPointer") or []
+    if not _is_multi(pointers):
+        pointers = [pointers]
+    keywords = [_keyword_of(tag) for tag in pointers]
+    order = [k for k in keywords if k in ("FrameTime", "FrameTimeVector")]
+    order += ["FrameTime", "RecommendedDisplayFrameRate", "CineRate"]
+    for keyword in order:
+        timing = _timing_from(ds, keyword, frames)
+        if timing is not None:
+            return timing
+    return _constant_timing(DEFAULT_FPS, frames, "default")
+
+
+def _keyword_of(tag) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    try:
+        return keyword_for_tag(tag)
+    except Exception:
+        return ""
+
+
+def _timing_from(ds: Dataset, keyword: str, frames: int) -> Timing | None:
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return None
+    try:
+        if keyword == "FrameTimeVector":
+            vector = [float(v) for v in (value if _is_multi(value) else [value])]
+            # The first entry is the time before the first frame, usually 0 (C.7.6.5.1.2).
+            durations = [v for v in vector[1:] if v > 0]
+            if len(durations) < frames - 1:
+                return None
+            durations = durations[: frames - 1]
+            mean = sum(durations) / len(durations)
+            durations = durations + [mean]
+            return Timing(_rate_of(1000.0 / mean), tuple(durations), "Frame Time Vector")
+        number = float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if number <= 0:
+        return None
+    if keyword == "FrameTime":
+        return _constant_timing(_rate_of(1000.0 / number), frames, f"Frame Time {number:g} ms")
+    label = "Recommended Display Frame Rate" if keyword.startswith("Recommended") else "Cine Rate"
+    return _constant_timing(_rate_of(number), frames, f"{label} {number:g}")
+
+
+def _rate_of(fps: float) -> Fraction:
+    """A rate as an exact fraction: 29.97 -> 30000/1001, 12.5 -> 25/2, 14.9993 -> 15."""
+    for candidate in (Fraction(round(fps * 1001), 1001), Fraction(fps).limit_denominator(100)):
+        if abs(float(candidate) - fps) < 1e-3 * fps and candidate.denominator in (1, 2, 4, 1001):
+            return candidate
+    return Fraction(fps).limit_denominator(1000)
+
+
+def _constant_timing(rate: Fraction, frames: int, source: str) -> Timing:
+    if rate <= 0:
+        raise CorruptFile(f"invalid frame rate {rate}")
+    return Timing(rate, tuple([1000.0 / float(rate)] * frames), source)
+
+
+# =============================================================================
+# Writers
+#
+# Each writer writes to the exact path it is given; `staged_outputs` hands it
+# a temporary name in the output folder and renames on success.
+# =============================================================================
+
+def write_png(frame: np.ndarray, path: Path) -> None:
+    """A PNG of one frame: 8/16-bit grey or 8-bit RGB, as the array's dtype says."""
+    from PIL import Image
+
+    Image.fromarray(frame).save(path, format="PNG", compress_level=6)
+
+
+def gif_durations(durations_ms: Iterable[float]) -> list[int]:
+    """Per-frame GIF delays in ms, rounded to the format's 10 ms ticks without drift.
+
+    GIF stores delays in hundredths of a second; rounding each frame alone
+    makes a 15 fps loop run at 14.3 fps.  The rounding error is carried to
+    the next frame so the total stays true.
+    """
+    out, carried = [], 0.0
+    for duration in durations_ms:
+        exact = duration + carried
+        ticks = max(2, round(exact / 10.0))  # browsers slow delays under 20 ms to 100 ms
+        out.append(ticks * 10)
+        carried = exact - ticks * 10
+    return out
+
+
+def write_gif(frames: list[np.ndarray], path: Path, durations_ms: Iterable[float]) -> None:
+    """A looping animated GIF of 8-bit grey or RGB frames."""
+    from PIL import Image
+
+    if frames[0].ndim == 2:
+        images = [Image.fromarray(f) for f in frames]
+    else:
+        first = Image.fromarray(frames[0]).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+        images = [first] + [
+            Image.fromarray(f).quantize(palette=first, dither=Image.Dither.NONE) for f in frames[1:]
+        ]
+    images[0].save(
+        path, format="GIF", save_all=True, append_images=images[1:],
+        duration=gif_durations(durations_ms), loop=0, optimize=False, disposal=1,
+    )
+
+
+def write_mp4(frames: Iterable[np.ndarray], path: Path, rate: Fraction, crf: int) -> int:
+    """An H.264 (High profile, yuv420p, limited range) MP4 that browsers play.
+
+    Grey frames go in as ``gray`` and colour as ``rgb24``; libswscale converts
+    them to limited-range BT.601 yuv420p, and the stream is tagged so.  Odd
+    sizes are padded by repeating the last row/column (H.264 4:2:0 needs even
+    sizes), never cropped or scaled.  ``+faststart`` puts the index first so
+    playback starts before the download ends.  Returns the number of frames.
+    """
+    import av
+    import numpy as np
+
+    container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
+    count = 0
+    try:
+        stream = None
+        for frame in frames:
+            pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
+            if pad_h or pad_w:
+                pad = ((0, pad_h), (0, pad_w)) + (((0, 0),) if frame.ndim == 3 else ())
+                frame = np.pad(frame, pad, mode="edge")
+            if stream is None:
+                stream = container.add_stream("libx264", rate=rate)
+                stream.width, stream.height = frame.shape[1], frame.shape[0]
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(crf), "preset": "medium", "profile": "high"}
+                stream.codec_context.colorspace = av.video.reformatter.Colorspace.ITU601
+                stream.codec_context.color_range = av.video.reformatter.ColorRange.MPEG
+            image = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(frame), format="gray" if frame.ndim == 2 else "rgb24"
+            )
+            image.pts = count
+            container.mux(stream.encode(image))
+            count += 1
+        if stream is not None:
+            container.mux(stream.encode(None))
+    finally:
+        container.close()
+    return count
+
+
+def write_text(text: str, path: Path) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staged_outputs() -> Iterator:
+    """Give out temporary paths for outputs; rename them all at the end, or none.
+
+    Outputs are written as hidden ``.NAME.part`` files in their own folder
+    (so the rename is atomic), and only when the whole file converted are
+    they renamed to their final names: a failed or interrupted conversion
+    leaves no partial file under a final name.
+    """
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(final: Path) -> Path:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f".{final.name}.{os.getpid()}.part")
+        staged.append((temp, final))
+        return temp
+
+    try:
+        yield stage
+    except BaseException:
+        for temp, _ in staged:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        raise
+    for temp, final in staged:
+        os.replace(temp, final)
+
+
+# =============================================================================
+# Metadata text
+# =============================================================================
+
+SUMMARY_FIELDS = (
+    ("Patient", ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")),
+    ("Study", ("StudyDate", "StudyTime", "StudyDescription")),
+    ("Series", ("SeriesNumber", "SeriesDescription", "Modality")),
+    ("Equipment", ("Manufacturer", "ManufacturerModelName", "InstitutionName")),
+)
+
+
+def summary_text(ds: Dataset, rendering: dict[str, str]) -> str:
+    """The short human summary at the top of the .txt."""
+    lines = []
+    for title, keywords in SUMMARY_FIELDS:
+        lines.append(f"{title}:")
+        for keyword in keywords:
+            lines.append(f"  {keyword:<22} {_text_of(ds.get(keyword, ''))}")
+    lines.append("Image:")
+    syntax = transfer_syntax_of(ds)
+    from pydicom.uid import UID
+
+    image_fields = {
+        "Size": f"{ds.get('Rows', '?')} x {ds.get('Columns', '?')} (rows x columns)"
+        if "Rows" in ds else "",
+        "Frames": str(ds.get("NumberOfFrames", 1)) if has_pixel_data(ds) else "0",
+        "Bits": f"{ds.get('BitsStored', '?')} stored of {ds.get('BitsAllocated', '?')}, "
+        f"{'signed' if ds.get('PixelRepresentation') == 1 else 'unsigned'}" if "BitsAllocated" in ds else "",
+        "Photometric": str(ds.get("PhotometricInterpretation", "")),
+        "TransferSyntax": f"{UID(syntax).name} ({syntax})",
+    }
+    image_fields.update(rendering)
+    for key, value in image_fields.items():
+        lines.append(f"  {key:<22} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _text_of(value) -> str:
+    return str(value).replace("\x00", "").strip()
+
+
+def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
+    """Every element like ``dcmdump`` shows it: tag, VR, keyword, value.
+
+    Sequences are indented item by item; private tags are included; bulk and
+    long binary values are summarised by their size, never dumped.
+    """
+    from pydicom.dataelem import RawDataElement
+
+    indent = "  " * depth
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        keyword = _keyword_of(tag) or _private_name(ds, tag)
+        tag_text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
+        if keyword in BULK_DATA_KEYWORDS or deferred:
+            yield f"{indent}{tag_text} {raw.VR or '??'} {keyword:<32} <{_length_text(raw)}, not dumped>"
+            continue
+        try:
+            element = ds[tag]
+        except Exception as exc:  # a single bad value must not lose the rest of the dump
+            yield f"{indent}{tag_text} {getattr(raw, 'VR', '??')} {keyword:<32} <unreadable: {_first_line(exc)}>"
+            continue
+        if element.VR == "SQ":
+            yield f"{indent}{tag_text} SQ {keyword:<32} ({len(element.value)} items)"
+            for number, item in enumerate(element.value, 1):
+                yield f"{indent}  item {number}"
+                yield from dump_dataset(item, depth + 2)
+            continue
+        yield f"{indent}{tag_text} {element.VR} {keyword:<32} {_value_text(element)}"
+
+
+def _length_text(raw) -> str:
+    """The size of a value, read from the element header when the value is on disk."""
+    length = raw.length if hasattr(raw, "length") else len(raw.value or b"")
+    return "undefined length (encapsulated)" if length == 0xFFFFFFFF else f"{length} bytes"
+
+
+def _private_name(ds: Dataset, tag) -> str:
+    from pydicom.tag import Tag
+
+    tag = Tag(tag)
+    if not tag.is_private:
+        return "Unknown"
+    if tag.is_private_creator:
+        return "PrivateCreator"
+    try:
+        name = ds[tag].name
+    except Exception:
+        name = ""
+    return f"Private {name}".strip() if name and "Private tag" not in name else "Private"
+
+
+def _value_text(element) -> str:
+    value = element.value
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) > LONG_BINARY_BYTES:
+            return f"<{len(value)} bytes of binary data>"
+        return "\\".join(f"{b:02x}" for b in value) or "(empty)"
+    if _is_multi(value):
+        items = [_text_of(v) for v in value]
+        shown = items[:LONG_MULTI_VALUES]
+        more = f" … ({len(items)} values)" if len(items) > LONG_MULTI_VALUES else ""
+        return "\\".join(shown) + more
+    if value is None or value == "":
+        return "(empty)"
+    return _text_of(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
+
+
+def metadata_text(ds: Dataset, rendering: dict[str, str]) -> str:
+    """Summary, then File Meta, then the dataset."""
+    parts = ["# Summary", summary_text(ds, rendering)]
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and len(meta):
+        parts += ["# File Meta Information", "\n".join(dump_dataset(meta)) + "\n"]
+    parts += ["# Dataset", "\n".join(dump_dataset(ds)) + "\n"]
+    return "\n".join(parts)
+
+
+# =============================================================================
+# Converting one file
+# =============================================================================
+
+@dataclasses.dataclass
+class Result:
+    """What happened to one input; `status` is converted/metadata/skipped/failed."""
+
+    source: Path
+    status: str
+    outputs: list[Path] = dataclasses.field(default_factory=list)
+    message: str = ""
+
+
+def convert_file(source: Path, stem: Path, options: Options) -> Result:
+    """Convert one DICOM file; the one place where per-file errors are caught."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            outputs, message = _convert(source, stem, options)
+        status = "converted" if any(p.suffix != ".txt" for p in outputs) else "metadata"
+        return Result(source, status, outputs, _with_warnings(message, caught))
+    except Skipped as exc:
+        return Result(source, "skipped", message=str(exc))
+    except ConversionError as exc:
+        return Result(source, "failed", message=_with_warnings(str(exc), caught))
+    except MemoryError:
+        return Result(source, "failed", message="not enough memory to convert this file")
+    except OSError as exc:
+        return Result(source, "failed", message=f"cannot write output: {exc.strerror or exc}")
+    except Exception as exc:  # a library bug on odd input must not stop the batch
+        return Result(source, "failed", message=f"unexpected {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _with_warnings(message: str, caught: list) -> str:
+    texts = []
+    for w in caught or []:
+        text = _first_line(w.message)
+        if text not in texts:
+            texts.append(text)
+    if not texts:
+        return message
+    return f"{message}; warning: {'; '.join(texts[:3])}" if message else f"warning: {'; '.join(texts[:3])}"
+
+
+def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], str]:
+    ds = read_dataset(source)
+    rendering: dict[str, str] = {}
+    finals: list[Path] = []
+    with staged_outputs() as stage:
+        if has_pixel_data(ds):
+            check_image_attributes(ds)
+            frames_total = number_of_frames(ds)
+            check_pixel_data_length(ds, source)
+            out_max = 255 if (options.eight_bit or frames_total > 1 or is_colour(ds)) else 65535
+            frames, voi_text = rendered_frames(source, ds, out_max, options.window)
+            rendering["Display"] = voi_text
+            if frames_total == 1:
+                finals.append(stem.with_name(stem.name + ".png"))
+                frame = next(frames, None)
+                if frame is None:
+                    raise CorruptFile("no frame could be decoded")
+                write_png(frame, stage(finals[-1]))
+                rendering["Output"] = f"PNG {'8' if out_max == 255 else '16'}-bit"
+            else:
+                timing = frame_timing(ds, frames_total, options.fps)
+                rendering["FrameRate"] = timing.describe()
+                written = write_cine(frames, stem, stage, timing, options, finals)
+                if written != frames_total:
+                    raise CorruptFile(f"decoded {written} of {frames_total} frames")
+        else:
+            rendering["Display"] = "metadata only (no pixel data)"
+        finals.append(stem.with_name(stem.name + ".txt"))
+        write_text(metadata_text(ds, rendering), stage(finals[-1]))
+    summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate"))
+    return finals, summary
+
+
+def write_cine(frames, stem: Path, stage, timing: Timing, options: Options, finals: list[Path]) -> int:
+    """GIF and/or MP4 of a multi-frame image; the MP4 encodes while frames are decoded."""
+    gif_frames: list = []
+
+    def tee(source):
+        for frame in source:
+            if options.write_gif:
+                gif_frames.append(frame)
+            yield frame
+
+    count = 0
+    if options.write_mp4:
+        finals.append(stem.with_name(stem.name + ".mp4"))
+        count = write_mp4(tee(frames), stage(finals[-1]), timing.rate, options.crf)
+    else:
+        for _ in tee(frames):
+            count += 1
+    if options.write_gif and gif_frames:
+        finals.append(stem.with_name(stem.name + ".gif"))
+        write_gif(gif_frames, stage(finals[-1]), timing.durations_ms[: len(gif_frames)])
+    return count
+
+
+# =============================================================================
+# The batch
+# =============================================================================
+
+def display_name(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def run_batch(input_path: Path, output: Path, options: Options, log=print) -> int:
+    """Convert every DICOM file under `input_path`; log a line each; return the exit status."""
+    input_path = input_path.resolve()
+    output = output.resolve()
+    base = input_path if input_path.is_dir() else input_path.parent
+    files = find_files(input_path, exclude=output)
+    dicom_files, counts = [], {"converted": 0, "metadata": 0, "skipped": 0, "failed": 0, "not_dicom": 0}
+    outputs_by_kind = {".png": 0, ".gif": 0, ".mp4": 0}
+    for path in files:
+        if looks_like_dicom(path):
+            dicom_files.append(path)
+        else:
+            counts["not_dicom"] += 1
+            log(f"skipped    {display_name(path, base)}: not a DICOM file")
+    for source, stem, note in plan_outputs(dicom_files, input_path, output):
+        name = display_name(source, base)
+        if note:
+            log(f"note       {name}: {note}")
+        result = convert_file(source, stem, options)
+        counts[result.status] += 1
+        for out in result.outputs:
+            if out.suffix in outputs_by_kind:
+                outputs_by_kind[out.suffix] += 1
+        made = " ".join(display_name(p, output) for p in result.outputs)
+        if result.status == "failed":
+            log(f"FAILED     {name}: {result.message}", file=sys.stderr)
+        elif result.status == "skipped":
+            log(f"skipped    {name}: {result.message}")
+        else:
+            label = "converted " if result.status == "converted" else "metadata  "
+            detail = f"  [{result.message}]" if result.message else ""
+            log(f"{label} {name} -> {made}{detail}")
+    if not dicom_files:
+        log(f"no DICOM files found in {input_path}")
+    log(
+        f"Done: {counts['converted']} converted "
+        f"({outputs_by_kind['.png']} PNG, {outputs_by_kind['.gif']} GIF, {outputs_by_kind['.mp4']} MP4), "
+        f"{counts['metadata']} metadata only, {counts['not_dicom'] + counts['skipped']} skipped, "
+        f"{counts['failed']} failed."
+    )
+    return 1 if counts["failed"] else 0
+
+
+# =============================================================================
+# Command line
+# =============================================================================
+
+def positive_fps(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicom_converter.py",
+        description="Convert DICOM files to PNG (single frame) or GIF + MP4 (multi-frame), "
+        "with a metadata .txt beside each, following the DICOM display pipeline.",
+        epilog="Exit status: 0 every DICOM file converted, 1 some failed, 2 usage error.",
+    )
+    parser.add_argument("input_path", nargs="?", default=DEFAULT_INPUT,
+                        help=f"DICOM file or directory, walked recursively (default: {DEFAULT_INPUT})")
+    parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
+                        help=f"output directory (default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--8bit", dest="eight_bit", action="store_true",
+                        help="8-bit output (default is 16-bit PNG for full precision)")
+    parser.add_argument("--no-mp4", action="store_true", help="no MP4 for multi-frame files (GIF only)")
+    parser.add_argument("--no-gif", action="store_true", help="no GIF for multi-frame files (MP4 only)")
+    parser.add_argument("--fps", type=positive_fps, default=None,
+                        help="frames per second for GIF and MP4 (default: the file's own rate, else 10)")
+    parser.add_argument("--window", nargs=2, type=float, metavar=("CENTER", "WIDTH"),
+                        help="VOI window in modality units (e.g. --window 40 400 for CT soft tissue); "
+                        "overrides the file's window")
+    parser.add_argument("--crf", type=int, default=DEFAULT_CRF, choices=range(0, 52), metavar="0-51",
+                        help=f"H.264 quality: lower is better and larger (default {DEFAULT_CRF}, "
+                        "visually lossless; +6 halves the size)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    input_path, output = Path(args.input_path), Path(args.output)
+    if not input_path.exists():
+        parser.error(f"input path does not exist: {input_path}")
+    if args.no_mp4 and args.no_gif:
+        parser.error("--no-mp4 and --no-gif together leave nothing to write for multi-frame files")
+    if args.window is not None and args.window[1] <= 0:
+        parser.error("--window WIDTH must be greater than 0")
+    options = Options(
+        eight_bit=args.eight_bit,
+        write_gif=not args.no_gif,
+        write_mp4=not args.no_mp4,
+        fps=args.fps,
+        window=tuple(args.window) if args.window else None,
+        crf=args.crf,
+    )
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create output directory {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return run_batch(input_path, output, options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

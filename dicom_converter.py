@@ -569,7 +569,7 @@ def uses_lut(frame: np.ndarray) -> bool:
 
 
 def render_grayscale(
-    frames: Iterable[np.ndarray], attrs_of, voi_of, out_max: int
+    frames: Iterable[np.ndarray], attrs_of, voi_of, out_max: int, overlays=()
 ) -> Iterator[np.ndarray]:
     """Render stored greyscale frames for display, one LUT per distinct frame setting."""
     cache: dict[tuple, np.ndarray] = {}
@@ -577,12 +577,13 @@ def render_grayscale(
         attrs = attrs_of(index)
         voi = voi_of(attrs)
         if not uses_lut(frame):
-            yield display_values(frame, attrs, voi, out_max)
-            continue
-        key = (frame.dtype.str, voi, _lut_key(attrs))
-        if key not in cache:
-            cache[key] = grayscale_lut(frame.dtype, attrs, voi, out_max)
-        yield cache[key][lut_index(frame)]
+            shown = display_values(frame, attrs, voi, out_max)
+        else:
+            key = (frame.dtype.str, voi, _lut_key(attrs))
+            if key not in cache:
+                cache[key] = grayscale_lut(frame.dtype, attrs, voi, out_max)
+            shown = cache[key][lut_index(frame)]
+        yield apply_overlays(shown, index, overlays, out_max) if overlays else shown
 
 
 def _lut_key(attrs: Dataset) -> tuple:
@@ -592,6 +593,47 @@ def _lut_key(attrs: Dataset) -> tuple:
         id(attrs.get("ModalityLUTSequence")), id(attrs.get("VOILUTSequence")),
         is_inverted(attrs),
     )
+
+
+def overlay_planes(ds: Dataset) -> list[tuple[int, np.ndarray, int, int]]:
+    """The graphic overlays of `ds` (PS3.3 C.9.2 Overlay Plane Module).
+
+    Returns ``(first frame index, bitmap frames, top row, left column)`` for each
+    Overlay Type G plane that carries its own Overlay Data; viewers (and DCMTK's
+    default) draw these over the image.  Region-of-interest (R) planes outline
+    an area for analysis and are not drawn.
+    """
+    planes = []
+    for group in range(0x6000, 0x6020, 2):
+        kind = ds[group, 0x0040].value if (group, 0x0040) in ds else "G"
+        if (group, 0x3000) not in ds or str(kind).strip() != "G":
+            continue
+        try:
+            bitmap = ds.overlay_array(group)
+        except Exception as exc:
+            raise CorruptFile(f"invalid overlay plane {group:04X}: {_first_line(exc)}") from None
+        bitmap = bitmap.reshape((-1,) + bitmap.shape[-2:])
+        origin = ds.get((group, 0x0050))
+        top, left = (int(origin.value[0]) - 1, int(origin.value[1]) - 1) if origin and origin.VM == 2 else (0, 0)
+        first = int(ds.get((group, 0x0051)).value) - 1 if (group, 0x0051) in ds else 0
+        planes.append((first, bitmap, top, left))
+    return planes
+
+
+def apply_overlays(frame: np.ndarray, index: int, planes, out_max: int) -> np.ndarray:
+    """Draw the overlay bits that belong to frame `index` in white (DCMTK's Replace mode)."""
+    for first, bitmap, top, left in planes:
+        if not first <= index < first + len(bitmap):
+            continue
+        bits = bitmap[index - first]
+        rows, cols = frame.shape[:2]
+        r0, c0 = max(top, 0), max(left, 0)
+        r1, c1 = min(top + bits.shape[0], rows), min(left + bits.shape[1], cols)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        region = frame[r0:r1, c0:c1]
+        region[bits[r0 - top : r1 - top, c0 - left : c1 - left] != 0] = out_max
+    return frame
 
 
 def palette_lut(dtype: np.dtype, ds: Dataset) -> np.ndarray:
@@ -690,6 +732,7 @@ def rendered_frames(
             attrs_cache[index] = frame_attributes(ds, index)
         return attrs_cache[index]
 
+    overlays = overlay_planes(ds)
     file_vois = {choose_voi(attrs_of(0), window)}
     if "PerFrameFunctionalGroupsSequence" in ds and window is None:
         file_vois |= {choose_voi(attrs_of(i), None) for i in range(number_of_frames(ds))}
@@ -697,7 +740,9 @@ def rendered_frames(
         voi_descriptions = sorted({v.describe() for v in file_vois})
         description = voi_descriptions[0] if len(voi_descriptions) == 1 else "per-frame windows"
         return (
-            render_grayscale(decode_frames(path, ds), attrs_of, lambda a: choose_voi(a, window), out_max),
+            render_grayscale(
+                decode_frames(path, ds), attrs_of, lambda a: choose_voi(a, window), out_max, overlays
+            ),
             description,
         )
 
@@ -708,7 +753,7 @@ def rendered_frames(
         return choose_voi(attrs, window) or voi_range
 
     frames = iter(kept) if kept is not None else decode_frames(path, ds)
-    return render_grayscale(frames, attrs_of, voi_of, out_max), voi_range.describe()
+    return render_grayscale(frames, attrs_of, voi_of, out_max, overlays), voi_range.describe()
 
 
 def clip_stored_range(path: Path, ds: Dataset, attrs_of) -> tuple[list | None, float, float]:

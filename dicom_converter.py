@@ -1308,12 +1308,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     input_path, output = Path(args.input_path), Path(args.output)
-    if not input_path.exists():
-        parser.error(f"input path does not exist: {input_path}")
     if args.no_mp4 and args.no_gif:
         parser.error("--no-mp4 and --no-gif together leave nothing to write for multi-frame files")
     if args.window is not None and args.window[1] <= 0:
         parser.error("--window WIDTH must be greater than 0")
+    if not input_path.exists():
+        parser.error(f"input path does not exist: {input_path}")
     options = Options(
         eight_bit=args.eight_bit,
         write_gif=not args.no_gif,

@@ -1,0 +1,254 @@
+"""The pixel pipeline: each standard step on its own, then whole files against DCMTK.
+
+DCMTK's dcmj2pnm is the reference renderer: our 8-bit PNGs and GIF frames must
+match it within one grey level on average.  DCMTK cannot decode JPEG 2000, so
+those files are compared with the uncompressed twin pydicom ships.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image, ImageSequence
+from pydicom.dataset import Dataset
+
+import dicom_converter as dc
+from conftest import testdata
+
+needs_dcmtk = pytest.mark.skipif(shutil.which("dcmj2pnm") is None, reason="DCMTK not installed")
+
+
+def convert(tmp_path: Path, name: str, *options: str) -> Path:
+    """Convert one real test file into tmp_path/out and return the output folder."""
+    out = tmp_path / "out"
+    assert dc.main([str(testdata(name)), "-o", str(out), *options]) == 0
+    return out
+
+
+def read_png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path)).astype(np.int64)
+
+
+def dcmtk_render(tmp_path: Path, name: str, *flags: str) -> np.ndarray:
+    """dcmj2pnm's PNG of a test file (8-bit unless +on2 is among the flags)."""
+    ref = tmp_path / "dcmtk.png"
+    run = subprocess.run(["dcmj2pnm", *(flags or ("+on",)), str(testdata(name)), str(ref)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return read_png(ref)
+
+
+def stem_of(name: str) -> str:
+    return dc.output_stem(name)
+
+
+# --- one step at a time -------------------------------------------------------
+
+def mono(**attrs) -> Dataset:
+    """A bare greyscale dataset with just the attributes a step reads."""
+    ds = Dataset()
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsStored, ds.PixelRepresentation = 16, 1
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def test_linear_window_follows_c11_2_1_2():
+    # center 40 width 400: x <= c - 0.5 - (w-1)/2 -> 0, x > c - 0.5 + (w-1)/2 -> 1
+    values = np.array([-160, -159, 39.5, 238, 239.5], dtype=float)
+    out = dc.apply_window(values, 40, 400, "LINEAR")
+    assert out[0] == 0.0 and out[-1] == 1.0
+    assert out[2] == pytest.approx(0.5)
+    assert out[1] == pytest.approx(1 / 399, abs=1e-9)
+    assert out[3] == pytest.approx(1 - 1 / 399, abs=1e-9)
+
+
+def test_linear_exact_and_sigmoid_windows():
+    values = np.array([-160.0, 40.0, 240.0])
+    assert dc.apply_window(values, 40, 400, "LINEAR_EXACT").tolist() == [0.0, 0.5, 1.0]
+    sigmoid = dc.apply_window(values, 40, 400, "SIGMOID")
+    assert sigmoid[1] == pytest.approx(0.5)
+    assert sigmoid[0] == pytest.approx(1 / (1 + np.exp(2)))
+    with pytest.raises(dc.Unsupported, match="VOI LUT Function"):
+        dc.apply_window(values, 40, 400, "CUBIC")
+
+
+def test_modality_rescale_then_window_gives_hounsfield_display():
+    ds = mono(RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=400)
+    stored = np.array([0, 1024 - 160, 1064, 1024 + 400], dtype=np.int16)
+    shown = dc.display_values(stored, ds, dc.choose_voi(ds, None), 255)
+    assert shown.tolist() == [0, 0, 128, 255]
+
+
+def test_monochrome1_is_inverted_after_the_window():
+    ds = mono(PhotometricInterpretation="MONOCHROME1", WindowCenter=100, WindowWidth=50)
+    stored = np.array([0, 200], dtype=np.int16)
+    # low values are white in MONOCHROME1; inverting before VOI would turn both black
+    assert dc.display_values(stored, ds, dc.choose_voi(ds, None), 255).tolist() == [255, 0]
+
+
+def test_presentation_lut_shape_overrides_photometric():
+    assert dc.is_inverted(mono(PresentationLUTShape="INVERSE"))
+    assert not dc.is_inverted(mono(PhotometricInterpretation="MONOCHROME1", PresentationLUTShape="IDENTITY"))
+    assert dc.is_inverted(mono(PhotometricInterpretation="MONOCHROME1"))
+
+
+def test_window_override_beats_file_window():
+    ds = mono(WindowCenter=40, WindowWidth=400)
+    voi = dc.choose_voi(ds, (500.0, 1000.0))
+    assert (voi.center, voi.width, voi.source) == (500.0, 1000.0, "--window")
+
+
+def test_lut_of_signed_values_is_indexed_by_unsigned_view():
+    ds = mono(WindowCenter=0, WindowWidth=200)
+    voi = dc.choose_voi(ds, None)
+    frame = np.array([[-100, 0, 99]], dtype=np.int16)
+    lut = dc.grayscale_lut(frame.dtype, ds, voi, 65535)
+    assert lut[dc.lut_index(frame)].tolist() == dc.display_values(frame, ds, voi, 65535).tolist()
+
+
+def test_per_frame_functional_groups_override_shared():
+    ds = mono()
+    shared = Dataset()
+    shared.PixelValueTransformationSequence = [Dataset()]
+    shared.PixelValueTransformationSequence[0].RescaleSlope = 2
+    shared.PixelValueTransformationSequence[0].RescaleIntercept = 0
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for center in (100, 300):
+        item = Dataset()
+        item.FrameVOILUTSequence = [Dataset()]
+        item.FrameVOILUTSequence[0].WindowCenter = center
+        item.FrameVOILUTSequence[0].WindowWidth = 50
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    second = dc.frame_attributes(ds, 1)
+    assert (second.RescaleSlope, second.WindowCenter) == (2, 300)
+    assert dc.frame_attributes(ds, 0).WindowCenter == 100
+
+
+def test_enhanced_ct_uses_its_functional_groups(tmp_path):
+    out = convert(tmp_path, "eCT_Supplemental.dcm", "--no-mp4")
+    gif = Image.open(out / "eCT_Supplemental.gif")
+    assert gif.n_frames == 2 and gif.size == (512, 512)
+    text = (out / "eCT_Supplemental.txt").read_text(encoding="utf-8")
+    ds = pydicom.dcmread(testdata("eCT_Supplemental.dcm"))
+    voi = ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]  # no per-frame VOI here
+    assert f"window {float(voi.WindowCenter):g}/{float(voi.WindowWidth):g}" in text
+
+
+# --- whole files against DCMTK ------------------------------------------------
+
+# (file, dcmj2pnm VOI flags): +Wi 1 the file's first window, +Wl 1 its VOI LUT,
+# +Wm min-max (files with no VOI; also the identity for colour).
+DCMTK_CASES = [
+    ("CT_small.dcm", "+Wm"),                          # CT, rescale, no window
+    ("MR_small.dcm", "+Wi 1"),
+    ("MR_small_bigendian.dcm", "+Wi 1"),              # explicit big endian
+    ("MR_small_implicit.dcm", "+Wi 1"),               # implicit little endian
+    ("MR_small_RLE.dcm", "+Wi 1"),                    # RLE lossless
+    ("JPEG-LL.dcm", "+Wm"),                           # JPEG lossless process 14
+    ("JPGLosslessP14SV1_1s_1f_8b.dcm", "+Wi 1"),      # JPEG lossless SV1 (angiography's format)
+    ("JPGExtended.dcm", "+Wm"),                       # JPEG extended 12-bit
+    ("image_dfl.dcm", "+Wm"),                         # deflated explicit little endian
+    ("RG3_UNCR.dcm", "+Wi 1"),                        # MONOCHROME1 CR
+    ("RG1_UNCI.dcm", "+Wi 1"),                        # MONOCHROME1, 15 bits stored
+    ("MR2_UNCR.dcm", "+Wi 1"),                        # 12 bits in 16, rescale
+    ("693_UNCR.dcm", "+Wi 1"),                        # signed CT, 14 bits stored
+    ("mlut_18.dcm", "+Wm"),                           # Modality LUT Sequence
+    ("vlut_04.dcm", "+Wl 1"),                         # VOI LUT Sequence
+    ("MR-SIEMENS-DICOM-WithOverlays.dcm", "+Wi 1"),   # graphic overlay drawn
+    ("rtdose_1frame.dcm", "+Wm"),                     # 32-bit stored values
+    ("OBXXXX1A.dcm", "+Wm"),                          # PALETTE COLOR, 16-bit LUT entries
+    ("OBXXXX1A_expb.dcm", "+Wm"),                     # ... big endian LUT data
+    ("OT-PAL-8-face.dcm", "+Wm"),                     # PALETTE COLOR, ACR-NEMA style
+    ("US1_UNCR.dcm", "+Wm"),                          # RGB
+    ("color-pl.dcm", "+Wm"),                          # RGB, planar configuration 1
+    ("SC_rgb_16bit.dcm", "+Wm"),                      # RGB 16 bits -> 8
+    ("SC_ybr_full_uncompressed.dcm", "+Wm"),          # YBR_FULL
+    ("SC_ybr_full_422_uncompressed.dcm", "+Wm"),      # YBR_FULL_422
+    ("SC_rgb_dcmtk_+eb+cy+np.dcm", "+Wm"),            # JPEG baseline YBR_FULL_422
+    ("SC_rgb_jpeg_dcmtk.dcm", "+Wm"),                 # JPEG baseline YBR_FULL
+]
+
+
+@needs_dcmtk
+@pytest.mark.parametrize("name, flags", DCMTK_CASES, ids=[c[0] for c in DCMTK_CASES])
+def test_8bit_png_matches_dcmtk(tmp_path, name, flags):
+    ours = read_png(convert(tmp_path, name, "--8bit") / f"{stem_of(name)}.png")
+    reference = dcmtk_render(tmp_path, name, "+on", *flags.split())
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).mean() <= 1.0
+
+
+@needs_dcmtk
+def test_16bit_png_matches_dcmtk_16bit(tmp_path):
+    ours = read_png(convert(tmp_path, "MR_small.dcm") / "MR_small.png")
+    assert Image.open(tmp_path / "out" / "MR_small.png").mode.startswith("I;16")
+    reference = dcmtk_render(tmp_path, "MR_small.dcm", "+on2", "+Wi", "1")
+    assert ours.max() > 255  # really 16-bit, not 8-bit values in a 16-bit file
+    assert np.abs(ours - reference).mean() <= 257  # one 8-bit grey level
+
+
+@needs_dcmtk
+def test_gif_frames_match_dcmtk_with_explicit_window(tmp_path):
+    out = convert(tmp_path, "emri_small.dcm", "--window", "600", "1200", "--no-mp4")
+    frames = [np.asarray(f.convert("L")).astype(np.int64)
+              for f in ImageSequence.Iterator(Image.open(out / "emri_small.gif"))]
+    refdir = tmp_path / "ref"
+    refdir.mkdir()
+    subprocess.run(["dcmj2pnm", "+on", "+Fa", "+Ww", "600", "1200",
+                    str(testdata("emri_small.dcm")), str(refdir / "f.png")], check=True)
+    references = [read_png(refdir / f"f.png.{i}.png") for i in range(10)]
+    assert len(frames) == 10
+    for ours, reference in zip(frames, references):
+        assert np.abs(ours - reference).mean() <= 1.0
+
+
+@pytest.mark.parametrize("compressed, uncompressed", [
+    ("MR2_J2KR.dcm", "MR2_UNCR.dcm"),        # JPEG 2000 lossless, greyscale
+    ("RG1_J2KR.dcm", "RG1_UNCR.dcm"),        # ... MONOCHROME1
+    ("US1_J2KR.dcm", "US1_UNCR.dcm"),        # ... YBR_RCT colour
+    ("US1_J2KI.dcm", "US1_UNCI.dcm"),        # JPEG 2000 lossy, YBR_ICT
+    ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),  # JPEG-LS lossless
+    ("emri_small_jpeg_2k_lossless.dcm", "emri_small.dcm"),
+])
+def test_compressed_file_renders_like_its_uncompressed_twin(tmp_path, compressed, uncompressed):
+    def rendered(name):
+        out = tmp_path / stem_of(name)
+        assert dc.main([str(testdata(name)), "-o", str(out), "--8bit", "--no-mp4"]) == 0
+        image = out / (stem_of(name) + (".gif" if (out / (stem_of(name) + ".gif")).exists() else ".png"))
+        return [np.asarray(f.convert("RGB")).astype(np.int64) for f in ImageSequence.Iterator(Image.open(image))]
+
+    for ours, twin in zip(rendered(compressed), rendered(uncompressed), strict=True):
+        assert np.abs(ours - twin).mean() <= 0.5
+
+
+def test_segmented_palette_expands_to_colour(tmp_path):
+    # DCMTK does not support segmented palettes; pydicom's expansion is checked on values
+    out = convert(tmp_path, "gdcm-US-ALOKA-16.dcm")
+    image = read_png(out / "gdcm-US-ALOKA-16.png")
+    ds = pydicom.dcmread(testdata("gdcm-US-ALOKA-16.dcm"))
+    assert image.shape == (ds.Rows, ds.Columns, 3)
+    from pydicom.pixels import apply_color_lut
+    expected = np.rint(apply_color_lut(ds.pixel_array, ds) / 257.0)
+    assert np.abs(image - expected).max() <= 1
+
+
+def test_minmax_window_spans_the_whole_clip_not_each_frame(tmp_path):
+    out = convert(tmp_path, "emri_small.dcm", "--no-mp4", "--8bit")
+    frames = [np.asarray(f.convert("L")) for f in ImageSequence.Iterator(Image.open(out / "emri_small.gif"))]
+    ds = pydicom.dcmread(testdata("emri_small.dcm"))
+    clip = ds.pixel_array.astype(float)
+    expected = np.rint((clip - clip.min()) / (clip.max() - clip.min()) * 255)
+    assert len(frames) == 10
+    for ours, want in zip(frames, expected):
+        assert np.abs(ours.astype(float) - want).max() <= 1
+    # a per-frame min-max would stretch every frame to full range; the clip's does not
+    assert min(int(f.max()) for f in frames) < 255

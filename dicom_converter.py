@@ -855,10 +855,20 @@ def _timing_from(ds: Dataset, keyword: str, frames: int) -> Timing | None:
 
 
 def _rate_of(fps: float) -> Fraction:
-    """A rate as an exact fraction: 29.97 -> 30000/1001, 12.5 -> 25/2, 14.9993 -> 15."""
-    for candidate in (Fraction(round(fps * 1001), 1001), Fraction(fps).limit_denominator(100)):
-        if abs(float(candidate) - fps) < 1e-3 * fps and candidate.denominator in (1, 2, 4, 1001):
-            return candidate
+    """A rate as an exact fraction: 29.97 -> 30000/1001, 12.5 -> 25/2, 14.9993 -> 15.
+
+    Frame Time is stored in ms with a few decimals (66.67 for 15 fps), so the
+    rate it gives is snapped to the nearest NTSC rate (N*1000/1001), whole
+    number, or fraction with a small denominator, in that order.
+    """
+    ntsc = round(fps * 1.001)
+    if ntsc and abs(fps * 1.001 - ntsc) <= 1e-4 * fps:
+        return Fraction(ntsc * 1000, 1001)
+    if round(fps) and abs(fps - round(fps)) <= 1e-3 * fps:
+        return Fraction(round(fps))
+    small = Fraction(fps).limit_denominator(100)
+    if abs(float(small) - fps) <= 1e-4 * fps:
+        return small
     return Fraction(fps).limit_denominator(1000)
 
 
@@ -898,6 +908,22 @@ def gif_durations(durations_ms: Iterable[float]) -> list[int]:
     return out
 
 
+def clip_palette(frames: list[np.ndarray], samples: int = 16):
+    """One 256-colour palette for a whole colour clip, from frames spread over it.
+
+    A palette taken from the first frame alone turns colour that appears later
+    (Doppler flow, a contrast bolus in a colour map) grey.
+    """
+    import numpy as np
+    from PIL import Image
+
+    chosen = frames[:: max(1, len(frames) // samples)]
+    # keep every pixel of small clips (a rare colour is still a colour); thin large ones
+    stride = max(1, int(np.sqrt(sum(f.shape[0] * f.shape[1] for f in chosen) / 4e6)))
+    mosaic = np.concatenate([f[::stride, ::stride] for f in chosen], axis=0)
+    return Image.fromarray(np.ascontiguousarray(mosaic)).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+
+
 def write_gif(frames: list[np.ndarray], path: Path, durations_ms: Iterable[float]) -> None:
     """A looping animated GIF of 8-bit grey or RGB frames."""
     from PIL import Image
@@ -905,10 +931,8 @@ def write_gif(frames: list[np.ndarray], path: Path, durations_ms: Iterable[float
     if frames[0].ndim == 2:
         images = [Image.fromarray(f) for f in frames]
     else:
-        first = Image.fromarray(frames[0]).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-        images = [first] + [
-            Image.fromarray(f).quantize(palette=first, dither=Image.Dither.NONE) for f in frames[1:]
-        ]
+        palette = clip_palette(frames)
+        images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
     images[0].save(
         path, format="GIF", save_all=True, append_images=images[1:],
         duration=gif_durations(durations_ms), loop=0, optimize=False, disposal=1,

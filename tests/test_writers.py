@@ -1,0 +1,254 @@
+"""The writers, judged by reading their files back: PNG, GIF, MP4 and staged outputs."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from dicom_converter import staged_outputs, write_gif, write_mp4, write_png
+
+
+def grey_ramp(height: int = 16) -> np.ndarray:
+    """A uint8 frame `height` rows tall whose columns run 0..255 (256 wide)."""
+    return np.tile(np.arange(256, dtype=np.uint8), (height, 1))
+
+
+def gif_frames(path: Path) -> list[tuple[np.ndarray, int]]:
+    """Every frame of a GIF as displayed (composited), with its delay in ms."""
+    with Image.open(path) as im:
+        return [
+            (np.asarray(frame.convert("L" if frame.mode == "L" else "RGB")).copy(),
+             frame.info["duration"])
+            for frame in ImageSequence.Iterator(im)
+        ]
+
+
+def decode_mp4(path: Path, fmt: str = "gray"):
+    """(stream facts, decoded frames as arrays in `fmt`, first frame as yuv420p planes)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        facts = {
+            "codec": ctx.name, "profile": stream.profile, "pix_fmt": ctx.pix_fmt,
+            "frames": stream.frames, "rate": stream.average_rate,
+            "width": stream.width, "height": stream.height,
+            "color_range": int(ctx.color_range), "colorspace": int(ctx.colorspace),
+        }
+        frames, yuv = [], None
+        for frame in container.decode(stream):
+            if yuv is None:
+                yuv = frame.to_ndarray(format="yuv420p")
+            frames.append(frame.to_ndarray(format=fmt))
+    return facts, frames, yuv
+
+
+# -----------------------------------------------------------------------------
+# PNG
+# -----------------------------------------------------------------------------
+
+def test_png_16_bit_grey_round_trips_exactly(tmp_path):
+    frame = np.arange(65536, dtype=np.uint32).astype(np.uint16).reshape(256, 256)
+    write_png(frame, tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.mode == "I;16"
+        assert im.size == (256, 256)
+        back = np.asarray(im)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, frame)
+
+
+def test_png_8_bit_grey_round_trips_exactly(tmp_path):
+    frame = np.arange(7 * 9 * 4, dtype=np.uint8).reshape(7 * 4, 9)  # 28 rows x 9 columns
+    write_png(frame, tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.mode == "L"
+        assert im.size == (9, 28)
+        np.testing.assert_array_equal(np.asarray(im), frame)
+
+
+def test_png_rgb_round_trips_exactly(tmp_path):
+    frame = np.random.default_rng(7).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    write_png(frame, tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.mode == "RGB"
+        assert im.size == (9, 7)
+        np.testing.assert_array_equal(np.asarray(im), frame)
+
+
+# -----------------------------------------------------------------------------
+# GIF
+# -----------------------------------------------------------------------------
+
+def test_gif_loops_forever_with_size_and_grey_values(tmp_path):
+    values = (0, 77, 128, 200, 255)
+    frames = [np.full((20, 30), v, dtype=np.uint8) for v in values]
+    frames[2][5:10, 3:8] = 13
+    write_gif(frames, tmp_path / "a.gif", [100, 50, 30, 250, 40])
+    with Image.open(tmp_path / "a.gif") as im:
+        assert im.info["loop"] == 0
+        assert im.size == (30, 20)
+        assert im.n_frames == 5
+    shown = gif_frames(tmp_path / "a.gif")
+    assert [d for _, d in shown] == [100, 50, 30, 250, 40]
+    for (pixels, _), expected in zip(shown, frames):
+        grey = pixels if pixels.ndim == 2 else pixels[..., 0]
+        if pixels.ndim == 3:  # a grey GIF shown as RGB must still be grey
+            assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+        np.testing.assert_array_equal(grey, expected)
+
+
+def test_gif_total_duration_with_merged_identical_frames(tmp_path):
+    a = np.full((8, 8), 10, dtype=np.uint8)
+    b = np.full((8, 8), 240, dtype=np.uint8)
+    durations = [33.33] * 3 + [100, 100]
+    write_gif([a, a, a, b, a], tmp_path / "a.gif", durations)
+    shown = gif_frames(tmp_path / "a.gif")
+    # Pillow may merge the identical a,a,a into one frame; the distinct runs must remain,
+    # every frame uniform with exactly the grey it was given.
+    for pixels, _ in shown:
+        assert pixels.ndim == 2 and len(np.unique(pixels)) == 1
+    values = [int(pixels[0, 0]) for pixels, _ in shown]
+    assert [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v] == [10, 240, 10]
+    assert 3 <= len(shown) <= 5
+    total = sum(d for _, d in shown)
+    assert total == 30 + 30 + 40 + 100 + 100 == 300
+    assert abs(total - sum(durations)) <= 10
+
+
+def test_gif_rgb_keeps_colours_of_the_first_frame(tmp_path):
+    red, green, blue = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    first = np.zeros((8, 12, 3), dtype=np.uint8)
+    first[:, :4], first[:, 4:8], first[:, 8:] = red, green, blue
+    second = np.zeros_like(first)
+    second[:4], second[4:] = blue, red
+    write_gif([first, second], tmp_path / "c.gif", [100, 100])
+    shown = gif_frames(tmp_path / "c.gif")
+    assert len(shown) == 2
+    np.testing.assert_array_equal(shown[0][0], first)
+    np.testing.assert_array_equal(shown[1][0], second)
+
+
+def test_gif_rgb_keeps_colours_that_appear_after_the_first_frame(tmp_path):
+    grey = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (16, 1))   # 16 x 64 grey ramp
+    first = np.stack([grey] * 3, axis=-1)
+    second = first.copy()
+    second[4:12, 20:40] = (220, 30, 30)                               # a red patch
+    write_gif([first, second], tmp_path / "d.gif", [100, 100])
+    shown = gif_frames(tmp_path / "d.gif")
+    np.testing.assert_array_equal(shown[0][0], first)                # holds
+    patch = shown[1][0][4:12, 20:40].astype(int)
+    assert (patch[..., 0] - patch[..., 2]).min() > 100              # red, not grey (92,92,92)
+
+
+# -----------------------------------------------------------------------------
+# MP4
+# -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rate", [Fraction(25), Fraction(30000, 1001), Fraction(25, 2)])
+def test_mp4_stream_is_browser_h264(tmp_path, rate):
+    frames = [np.full((16, 32), v, dtype=np.uint8) for v in (40, 80, 120, 160, 200, 240, 30)]
+    count = write_mp4(iter(frames), tmp_path / "a.mp4", rate, 18)
+    assert count == 7
+    facts, decoded, _ = decode_mp4(tmp_path / "a.mp4")
+    assert facts["codec"] == "h264"
+    assert facts["profile"] == "High"
+    assert facts["pix_fmt"] == "yuv420p"
+    assert facts["frames"] == 7
+    assert len(decoded) == 7
+    assert facts["rate"] == rate
+    assert facts["color_range"] == 1          # AVCOL_RANGE_MPEG: limited (TV) range
+    assert facts["colorspace"] in (5, 6)      # BT.470BG / SMPTE 170M: both BT.601
+    assert (facts["width"], facts["height"]) == (32, 16)
+    for got, want in zip(decoded, frames):
+        assert abs(float(got.astype(float).mean()) - float(want.mean())) < 1.0
+
+
+def test_mp4_grey_ramp_is_limited_range_and_accurate(tmp_path):
+    ramp = grey_ramp(16)
+    write_mp4([ramp] * 3, tmp_path / "a.mp4", Fraction(10), 18)
+    _, decoded, yuv = decode_mp4(tmp_path / "a.mp4")
+    error = np.abs(decoded[0].astype(int) - ramp.astype(int))
+    assert error.mean() < 1.0
+    y = yuv[:16]  # the luma plane of the 16-row frame
+    assert 16 <= int(y.min()) <= 19     # black near 16, not 0
+    assert 232 <= int(y.max()) <= 235   # white near 235, not 255
+
+
+def test_mp4_odd_size_is_padded_not_scaled(tmp_path):
+    rows, cols = np.mgrid[0:65, 0:63]                       # 63 wide x 65 tall
+    frame = np.clip(cols * 4 + rows // 8, 0, 255).astype(np.uint8)
+    write_mp4([frame, frame], tmp_path / "a.mp4", Fraction(10), 18)
+    facts, decoded, _ = decode_mp4(tmp_path / "a.mp4")
+    assert (facts["width"], facts["height"]) == (64, 66)
+    assert decoded[0].shape == (66, 64)
+    region = decoded[0][:65, :63].astype(int)
+    assert np.abs(region - frame).mean() < 1.5
+    assert np.abs(region - frame).max() <= 4
+    # The padding repeats the last column and row rather than adding black.
+    assert abs(int(decoded[0][:65, 63].mean()) - int(frame[:, 62].mean())) <= 3
+    assert abs(int(decoded[0][65, :63].mean()) - int(frame[64].mean())) <= 3
+
+
+def test_mp4_index_comes_before_media_data(tmp_path):
+    write_mp4([grey_ramp()] * 4, tmp_path / "a.mp4", Fraction(10), 18)
+    data = (tmp_path / "a.mp4").read_bytes()
+    moov, mdat = data.find(b"moov"), data.find(b"mdat")
+    assert moov > 0 and mdat > 0
+    assert moov < mdat
+
+
+def test_mp4_rgb_clip_decodes_in_colour(tmp_path):
+    frame = np.zeros((32, 48, 3), dtype=np.uint8)
+    frame[..., 0] = 200
+    frame[..., 1] = (np.arange(48) * 5).astype(np.uint8)
+    frame[..., 2] = 30
+    count = write_mp4([frame] * 4, tmp_path / "a.mp4", Fraction(15), 18)
+    assert count == 4
+    facts, decoded, _ = decode_mp4(tmp_path / "a.mp4", fmt="rgb24")
+    assert facts["pix_fmt"] == "yuv420p"
+    assert len(decoded) == 4
+    got = decoded[0].astype(int)
+    assert got.shape == (32, 48, 3)
+    assert abs(got[..., 0].mean() - 200) < 4
+    assert abs(got[..., 1].mean() - frame[..., 1].mean()) < 4
+    assert abs(got[..., 2].mean() - 30) < 4
+    assert np.abs(got - frame).mean() < 4
+    assert np.abs(got[..., 0] - got[..., 2]).mean() > 100   # not grey
+
+
+# -----------------------------------------------------------------------------
+# Staged outputs
+# -----------------------------------------------------------------------------
+
+def test_staged_outputs_rename_on_success(tmp_path):
+    png, text = tmp_path / "a.png", tmp_path / "sub" / "a.txt"
+    with staged_outputs() as stage:
+        temp_png, temp_text = stage(png), stage(text)
+        assert temp_png.parent == png.parent and temp_text.parent == text.parent
+        assert temp_png.name.startswith(".") and temp_png.name.endswith(".part")
+        temp_png.write_bytes(b"png")
+        temp_text.write_text("text")
+        assert not png.exists() and not text.exists()
+    assert png.read_bytes() == b"png"
+    assert text.read_text() == "text"
+    assert list(tmp_path.rglob("*.part")) == []
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "a.png", "sub/a.txt"
+    ]
+
+
+def test_staged_outputs_leave_nothing_on_error(tmp_path):
+    png, gif, text = tmp_path / "a.png", tmp_path / "a.gif", tmp_path / "a.txt"
+    with pytest.raises(RuntimeError, match="boom"):
+        with staged_outputs() as stage:
+            stage(png).write_bytes(b"png")
+            stage(gif).write_bytes(b"gif")
+            stage(text)  # handed out but never written
+            raise RuntimeError("boom")
+    assert not png.exists() and not gif.exists() and not text.exists()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

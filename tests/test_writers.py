@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
+import dicom_converter as dc
 from PIL import Image, ImageSequence
 
 from dicom_converter import staged_outputs, write_gif, write_mp4, write_png
@@ -19,13 +21,18 @@ def grey_ramp(height: int = 16) -> np.ndarray:
 
 
 def gif_frames(path: Path) -> list[tuple[np.ndarray, int]]:
-    """Every frame of a GIF as displayed (composited), with its delay in ms."""
+    """Every frame of a GIF as displayed (composited, as RGB), with its delay in ms."""
     with Image.open(path) as im:
         return [
-            (np.asarray(frame.convert("L" if frame.mode == "L" else "RGB")).copy(),
-             frame.info["duration"])
+            (np.asarray(frame.convert("RGB")).copy(), frame.info["duration"])
             for frame in ImageSequence.Iterator(im)
         ]
+
+
+def as_grey(pixels: np.ndarray) -> np.ndarray:
+    """The grey plane of a displayed frame, asserting it really is grey (R = G = B)."""
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+    return pixels[..., 0]
 
 
 def decode_mp4(path: Path, fmt: str = "gray"):
@@ -96,28 +103,33 @@ def test_gif_loops_forever_with_size_and_grey_values(tmp_path):
     shown = gif_frames(tmp_path / "a.gif")
     assert [d for _, d in shown] == [100, 50, 30, 250, 40]
     for (pixels, _), expected in zip(shown, frames):
-        grey = pixels if pixels.ndim == 2 else pixels[..., 0]
-        if pixels.ndim == 3:  # a grey GIF shown as RGB must still be grey
-            assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
-        np.testing.assert_array_equal(grey, expected)
+        # few distinct greys fit the palette: they are kept exactly, as pure greys
+        np.testing.assert_array_equal(as_grey(pixels), expected)
 
 
-def test_gif_total_duration_with_merged_identical_frames(tmp_path):
+def test_gif_keeps_every_frame_and_the_total_duration(tmp_path):
     a = np.full((8, 8), 10, dtype=np.uint8)
     b = np.full((8, 8), 240, dtype=np.uint8)
     durations = [33.33] * 3 + [100, 100]
     write_gif([a, a, a, b, a], tmp_path / "a.gif", durations)
     shown = gif_frames(tmp_path / "a.gif")
-    # Pillow may merge the identical a,a,a into one frame; the distinct runs must remain,
-    # every frame uniform with exactly the grey it was given.
-    for pixels, _ in shown:
-        assert pixels.ndim == 2 and len(np.unique(pixels)) == 1
-    values = [int(pixels[0, 0]) for pixels, _ in shown]
-    assert [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v] == [10, 240, 10]
-    assert 3 <= len(shown) <= 5
-    total = sum(d for _, d in shown)
-    assert total == 30 + 30 + 40 + 100 + 100 == 300
-    assert abs(total - sum(durations)) <= 10
+    # unchanged frames are written as tiny transparent frames, not merged away
+    assert [int(as_grey(p)[0, 0]) for p, _ in shown] == [10, 10, 10, 240, 10]
+    assert [d for _, d in shown] == [30, 40, 30, 100, 100]  # rounding error carried
+    assert abs(sum(d for _, d in shown) - sum(durations)) <= 10
+
+
+def test_gif_grey_clip_meets_its_psnr_target_with_fewer_levels(tmp_path):
+    rng = np.random.default_rng(7)
+    base = np.tile(np.linspace(30, 220, 96), (64, 1))
+    frames = [np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8) for _ in range(6)]
+    write_gif(frames, tmp_path / "n.gif", [100] * 6)
+    shown = gif_frames(tmp_path / "n.gif")
+    assert len(shown) == 6
+    for (pixels, _), frame in zip(shown, frames):
+        grey = as_grey(pixels)
+        assert dc.psnr(grey, frame) >= dc.GIF_MIN_PSNR_GREY
+        assert len(np.unique(grey)) < len(np.unique(frame))  # levels were really reduced
 
 
 def test_gif_rgb_keeps_colours_of_the_first_frame(tmp_path):
@@ -140,9 +152,17 @@ def test_gif_rgb_keeps_colours_that_appear_after_the_first_frame(tmp_path):
     second[4:12, 20:40] = (220, 30, 30)                               # a red patch
     write_gif([first, second], tmp_path / "d.gif", [100, 100])
     shown = gif_frames(tmp_path / "d.gif")
-    np.testing.assert_array_equal(shown[0][0], first)                # holds
+    assert dc.psnr(shown[0][0], first) >= dc.GIF_MIN_PSNR_COLOUR
     patch = shown[1][0][4:12, 20:40].astype(int)
     assert (patch[..., 0] - patch[..., 2]).min() > 100              # red, not grey (92,92,92)
+
+
+def test_gif_downscales_large_frames_only(tmp_path):
+    big = np.zeros((1024, 768), dtype=np.uint8)
+    write_gif([big, big], tmp_path / "big.gif", [100, 100], max_size=512)
+    write_gif([big, big], tmp_path / "full.gif", [100, 100], max_size=None)
+    with Image.open(tmp_path / "big.gif") as im, Image.open(tmp_path / "full.gif") as full:
+        assert im.size == (384, 512) and full.size == (768, 1024)
 
 
 # -----------------------------------------------------------------------------

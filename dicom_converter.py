@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+import tempfile
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -48,6 +49,9 @@ DEFAULT_GIF_MAX_SIZE = 512
 
 # Suffixes removed from an input name to make the output stem (any case).
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+
+# Output stems are cut to this many bytes: room for "_NN" and ".mp4" within NAME_MAX (255).
+MAX_STEM_BYTES = 240
 
 # Media Storage Directory Storage: the DICOMDIR index of a CD, not an image.
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -99,6 +103,7 @@ class Options:
     window: tuple[float, float] | None = None
     crf: int = DEFAULT_CRF
     gif_max_size: int | None = DEFAULT_GIF_MAX_SIZE
+    max_memory: int = 4 * 1024**3
 
 
 # =============================================================================
@@ -156,12 +161,19 @@ def looks_like_dicom(path: Path) -> bool:
 
 
 def output_stem(name: str) -> str:
-    """The output stem for an input file name: `name` less a DICOM suffix."""
+    """The output stem for an input file name: `name` less a DICOM suffix.
+
+    Names near the file system's 255-byte limit are shortened so that ``_2``
+    and ``.mp4`` still fit.  Only the input's name is used, never a DICOM
+    value, so a dataset cannot steer where its outputs go.
+    """
     lowered = name.lower()
     for suffix in DICOM_SUFFIXES:
         if lowered.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
+            name = name[: -len(suffix)]
+            break
+    encoded = os.fsencode(name)
+    return os.fsdecode(encoded[:MAX_STEM_BYTES]) if len(encoded) > MAX_STEM_BYTES else name
 
 
 def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path, Path, str]]:
@@ -282,6 +294,21 @@ def check_pixel_data_length(ds: Dataset, path: Path) -> None:
         return
     if actual < expected:
         raise CorruptFile(f"truncated pixel data ({actual} of {expected} bytes)")
+
+
+def check_memory(ds: Dataset, frames: int, limit: int) -> None:
+    """Refuse, before anything is allocated, pixel data declared larger than `limit` bytes.
+
+    Rows x Columns x Frames x Samples x Bits Allocated is what decoding the whole
+    object would take; a damaged or hostile header can declare terabytes.
+    """
+    declared = (int(ds.Rows) * int(ds.Columns) * frames * int(ds.get("SamplesPerPixel") or 1)
+                * int(ds.BitsAllocated) // 8)
+    if declared > limit:
+        raise Unsupported(
+            f"pixel data of {declared / 2**20:,.0f} MB ({ds.Rows}x{ds.Columns}, {frames} frames) "
+            f"exceeds the memory limit of {limit / 2**20:,.0f} MB (see --max-memory)"
+        )
 
 
 def check_image_attributes(ds: Dataset) -> None:
@@ -1137,7 +1164,7 @@ def write_text(text: str, path: Path) -> None:
 def staged_outputs() -> Iterator:
     """Give out temporary paths for outputs; rename them all at the end, or none.
 
-    Outputs are written as hidden ``.NAME.part`` files in their own folder
+    Outputs are written as hidden ``.XXXX.part`` files in their own folder
     (so the rename is atomic), and only when the whole file converted are
     they renamed to their final names: a failed or interrupted conversion
     leaves no partial file under a final name.
@@ -1146,9 +1173,11 @@ def staged_outputs() -> Iterator:
 
     def stage(final: Path) -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)
-        temp = final.with_name(f".{final.name}.{os.getpid()}.part")
-        staged.append((temp, final))
-        return temp
+        # a short unique name: the final name may already be near the 255-byte limit
+        handle, temp = tempfile.mkstemp(dir=final.parent, prefix=".", suffix=".part")
+        os.close(handle)
+        staged.append((Path(temp), final))
+        return Path(temp)
 
     try:
         yield stage
@@ -1317,14 +1346,20 @@ def convert_file(source: Path, stem: Path, options: Options) -> Result:
 
 
 def _with_warnings(message: str, caught: list) -> str:
-    texts = []
+    """`message` with the distinct warnings pydicom raised while reading, kept short."""
+    import re
+
+    texts: list[str] = []
     for w in caught or []:
-        text = _first_line(w.message)
+        text = re.sub(r"\s*Please see <[^>]*>.*$", "", _first_line(w.message))
+        text = text if len(text) <= 120 else text[:117] + "..."
         if text not in texts:
             texts.append(text)
     if not texts:
         return message
-    return f"{message}; warning: {'; '.join(texts[:3])}" if message else f"warning: {'; '.join(texts[:3])}"
+    more = f" (+{len(texts) - 2} more)" if len(texts) > 2 else ""
+    warning = f"warning: {'; '.join(texts[:2])}{more}"
+    return f"{message}; {warning}" if message else warning
 
 
 def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], str]:
@@ -1335,6 +1370,7 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
         if has_pixel_data(ds):
             check_image_attributes(ds)
             frames_total = number_of_frames(ds)
+            check_memory(ds, frames_total, options.max_memory)
             check_pixel_data_length(ds, source)
             out_max = 255 if (options.eight_bit or frames_total > 1 or is_colour(ds)) else 65535
             frames, voi_text = rendered_frames(source, ds, out_max, options.window)
@@ -1390,47 +1426,182 @@ def display_name(path: Path, base: Path) -> str:
         return str(path)
 
 
-def run_batch(input_path: Path, output: Path, options: Options, log=print) -> int:
-    """Convert every DICOM file under `input_path`; log a line each; return the exit status."""
-    input_path = input_path.resolve()
-    output = output.resolve()
+def outputs_are_current(source: Path, stem: Path) -> bool:
+    """True when `stem`'s .txt and its image outputs exist and are newer than `source`.
+
+    The .txt is written last, in the same rename step as the images, so its
+    presence means the conversion finished; multi-frame files need a GIF or an
+    MP4 beside it, single frames a PNG, metadata-only files nothing more.
+    """
+    text = stem.with_name(stem.name + ".txt")
+    try:
+        newer = text.stat().st_mtime >= source.stat().st_mtime
+    except OSError:
+        return False
+    images = [stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4")]
+    return newer and (any(p.exists() for p in images) or "metadata only" in _head(text))
+
+
+def _head(path: Path, size: int = 4096) -> str:
+    with path.open("rb") as f:
+        return f.read(size).decode("utf-8", "replace")
+
+
+def _worker_init() -> None:
+    """In pool workers: leave Ctrl-C to the parent, and turn SIGTERM into a clean exit.
+
+    The parent stops the batch by terminating its workers; SystemExit unwinds
+    through `staged_outputs`, which deletes the worker's temporary files.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _interrupt_on_signal(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _convert_task(task: tuple[Path, Path, Options]) -> Result:
+    return convert_file(*task)
+
+
+def convert_all(tasks: list[tuple[Path, Path, Options]], jobs: int) -> Iterator[Result]:
+    """Convert every task, `jobs` at a time, yielding results in the tasks' order.
+
+    Each worker streams its file frame by frame, so memory grows with the
+    number of jobs, not with the size of the files.
+    """
+    if jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _convert_task(task)
+        return
+    import multiprocessing
+
+    pool = multiprocessing.get_context("fork").Pool(min(jobs, len(tasks)), initializer=_worker_init)
+    try:
+        yield from pool.imap(_convert_task, tasks, chunksize=1)
+        pool.close()
+    finally:
+        pool.terminate()  # on Ctrl-C/SIGTERM: workers exit through SystemExit and clean up
+        pool.join()
+
+
+class Log:
+    """Where the run reports: one line per file, or a progress bar on a terminal.
+
+    On a terminal the bar counts files and only problems are printed above it;
+    otherwise (a pipe, a log file) every file gets its line.  ``quiet`` keeps
+    just the failures and the summary.
+    """
+
+    def __init__(self, total: int, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        if not quiet and sys.stderr.isatty() and total > 1:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=total, unit="file", file=sys.stderr, leave=False)
+
+    def line(self, text: str, problem: bool = False) -> None:
+        if self.quiet and not problem:
+            return
+        if self.bar is not None and not problem:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr if problem else sys.stdout, flush=True)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def summary(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        print(text, flush=True)
+
+
+def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1,
+              quiet: bool = False, skip_existing: bool = False) -> int:
+    """Convert every DICOM file under `input_path`; report each; return the exit status.
+
+    Exit status: 0 all converted, 1 some failed, 130 interrupted (Ctrl-C or
+    SIGTERM), after deleting temporary files and printing what was done.
+    """
+    import signal
+
+    input_path, output = input_path.resolve(), output.resolve()
     base = input_path if input_path.is_dir() else input_path.parent
+    counts = dict.fromkeys(("converted", "metadata", "skipped", "failed", "not_dicom", "current"), 0)
+    made = {".png": 0, ".gif": 0, ".mp4": 0}
     files = find_files(input_path, exclude=output)
-    dicom_files, counts = [], {"converted": 0, "metadata": 0, "skipped": 0, "failed": 0, "not_dicom": 0}
-    outputs_by_kind = {".png": 0, ".gif": 0, ".mp4": 0}
-    for path in files:
-        if looks_like_dicom(path):
-            dicom_files.append(path)
-        else:
+    log = Log(len(files), quiet)
+    previous_term = signal.signal(signal.SIGTERM, _interrupt_on_signal)
+    interrupted = False
+    dicom_files: list[Path] = []
+    try:
+        for path in files:
+            if looks_like_dicom(path):
+                dicom_files.append(path)
+                continue
             counts["not_dicom"] += 1
-            log(f"skipped    {display_name(path, base)}: not a DICOM file")
-    for source, stem, note in plan_outputs(dicom_files, input_path, output):
-        name = display_name(source, base)
-        if note:
-            log(f"note       {name}: {note}")
-        result = convert_file(source, stem, options)
-        counts[result.status] += 1
-        for out in result.outputs:
-            if out.suffix in outputs_by_kind:
-                outputs_by_kind[out.suffix] += 1
-        made = " ".join(display_name(p, output) for p in result.outputs)
-        if result.status == "failed":
-            log(f"FAILED     {name}: {result.message}", file=sys.stderr)
-        elif result.status == "skipped":
-            log(f"skipped    {name}: {result.message}")
-        else:
-            label = "converted " if result.status == "converted" else "metadata  "
-            detail = f"  [{result.message}]" if result.message else ""
-            log(f"{label} {name} -> {made}{detail}")
-    if not dicom_files:
-        log(f"no DICOM files found in {input_path}")
-    log(
-        f"Done: {counts['converted']} converted "
-        f"({outputs_by_kind['.png']} PNG, {outputs_by_kind['.gif']} GIF, {outputs_by_kind['.mp4']} MP4), "
+            log.line(f"skipped    {display_name(path, base)}: not a DICOM file")
+            log.advance()
+        tasks = []
+        for source, stem, note in plan_outputs(dicom_files, input_path, output):
+            if note:
+                log.line(f"note       {display_name(source, base)}: {note}")
+            if skip_existing and outputs_are_current(source, stem):
+                counts["current"] += 1
+                log.line(f"up to date {display_name(source, base)}")
+                log.advance()
+                continue
+            tasks.append((source, stem, options))
+        for result in convert_all(tasks, jobs):
+            counts[result.status] += 1
+            for out in result.outputs:
+                made[out.suffix] = made.get(out.suffix, 0) + 1
+            log.line(result_line(result, base, output), problem=result.status == "failed")
+            log.advance()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+    if not dicom_files and not interrupted:
+        log.line(f"no DICOM files found in {input_path}")
+    log.summary(
+        f"{'Interrupted' if interrupted else 'Done'}: {counts['converted']} converted "
+        f"({made['.png']} PNG, {made['.gif']} GIF, {made['.mp4']} MP4), "
         f"{counts['metadata']} metadata only, {counts['not_dicom'] + counts['skipped']} skipped, "
-        f"{counts['failed']} failed."
+        + (f"{counts['current']} already up to date, " if skip_existing else "")
+        + f"{counts['failed']} failed."
     )
+    if interrupted:
+        return 130
     return 1 if counts["failed"] else 0
+
+
+def result_line(result: Result, base: Path, output: Path) -> str:
+    """The one line a file gets in the log."""
+    name = display_name(result.source, base)
+    if result.status == "failed":
+        return f"FAILED     {name}: {result.message}"
+    if result.status == "skipped":
+        return f"skipped    {name}: {result.message}"
+    label = "converted " if result.status == "converted" else "metadata  "
+    made = " ".join(display_name(p, output) for p in result.outputs)
+    detail = f"  [{result.message}]" if result.message else ""
+    return f"{label} {name} -> {made}{detail}"
 
 
 # =============================================================================
@@ -1473,7 +1644,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gif-max-size", type=int, default=DEFAULT_GIF_MAX_SIZE, metavar="PIXELS",
                         help="scale GIF frames down so the longer side is at most PIXELS "
                         f"(default {DEFAULT_GIF_MAX_SIZE}; 0 keeps full size); PNG and MP4 keep full size")
+    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="files converted at once (default: the number of cores)")
+    parser.add_argument("--max-memory", type=megabytes, default=None, metavar="MB",
+                        help="refuse files whose declared pixel data exceeds MB megabytes "
+                        "(default: the memory available when the run starts)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="skip files whose outputs are all present and newer than the input "
+                        "(to resume an interrupted batch)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only failures and the summary")
     return parser
+
+
+def megabytes(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return int(value * 1024 * 1024)
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux MemAvailable), or 4 GiB when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 4 * 1024**3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1484,6 +1687,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--no-mp4 and --no-gif together leave nothing to write for multi-frame files")
     if args.window is not None and args.window[1] <= 0:
         parser.error("--window WIDTH must be greater than 0")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     if not input_path.exists():
         parser.error(f"input path does not exist: {input_path}")
     options = Options(
@@ -1494,13 +1699,19 @@ def main(argv: list[str] | None = None) -> int:
         window=tuple(args.window) if args.window else None,
         crf=args.crf,
         gif_max_size=args.gif_max_size or None,
+        max_memory=args.max_memory or available_memory(),
     )
+    for stream in (sys.stdout, sys.stderr):  # file names may not be valid in the locale
+        stream.reconfigure(errors="backslashreplace")
     try:
         output.mkdir(parents=True, exist_ok=True)
+        if not os.access(output, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
     except OSError as exc:
-        print(f"error: cannot create output directory {output}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: cannot write to output directory {output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    return run_batch(input_path, output, options)
+    return run_batch(input_path, output, options, jobs=args.jobs, quiet=args.quiet,
+                     skip_existing=args.skip_existing)
 
 
 if __name__ == "__main__":

@@ -176,23 +176,31 @@ def output_stem(name: str) -> str:
     return os.fsdecode(encoded[:MAX_STEM_BYTES]) if len(encoded) > MAX_STEM_BYTES else name
 
 
+OUTPUT_SUFFIXES = (".png", ".gif", ".mp4", ".txt")
+
+
 def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path, Path, str]]:
     """Pair each input with a unique output stem path under `output`.
 
     The input tree is mirrored; two inputs whose stems coincide (``a`` and
     ``a.dcm``) do not overwrite each other: the later one in sorted order
-    gets ``STEM_2`` (``_3``…).  Names are compared case-insensitively because
-    outputs are often copied to case-insensitive file systems.
+    gets ``STEM_2`` (``_3``…).  No output may land on an input file (possible
+    when OUTPUT is the input folder: a DICOM file named ``IM1.txt`` beside
+    ``IM1``).  Names are compared case-insensitively because outputs are
+    often copied to case-insensitive file systems.
     Returns ``(input, stem path, note)`` where the note says about a rename.
     """
     base = root if root.is_dir() else root.parent
+    inputs = {str(path).casefold() for path in files}
     taken: set[str] = set()
     planned = []
     for path in sorted(files):
         folder = output / path.parent.relative_to(base)
         stem = output_stem(path.name)
         candidate, n = stem, 1
-        while str(folder / candidate).casefold() in taken:
+        while str(folder / candidate).casefold() in taken or any(
+            str(folder / (candidate + suffix)).casefold() in inputs for suffix in OUTPUT_SUFFIXES
+        ):
             n += 1
             candidate = f"{stem}_{n}"
         taken.add(str(folder / candidate).casefold())

@@ -1,0 +1,202 @@
+"""Nothing lost: the input is never touched, outputs are whole or absent, names are safe."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pydicom
+import pytest
+from PIL import Image, ImageSequence
+
+from conftest import ROOT, copy_inputs, run_cli, testdata
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def assert_outputs_whole(root: Path) -> int:
+    """Every output opens and decodes completely; returns how many were checked."""
+    checked = 0
+    for path in root.rglob("*"):
+        assert not path.name.endswith(".part"), f"temporary file left: {path}"
+        if path.suffix in (".png", ".gif"):
+            with Image.open(path) as image:
+                for frame in ImageSequence.Iterator(image):
+                    frame.load()
+        elif path.suffix == ".mp4":
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                decoded = sum(1 for _ in container.decode(stream))
+                assert decoded == stream.frames > 0
+        elif path.suffix == ".txt":
+            assert path.read_text(encoding="utf-8").startswith("# Summary")
+        else:
+            continue
+        checked += 1
+    return checked
+
+
+def test_output_equal_to_input_writes_beside_and_never_over_inputs(tmp_path):
+    inp = copy_inputs(tmp_path / "in", "CT_small.dcm")
+    shutil.copy(testdata("MR_small.dcm"), inp / "CT_small.txt")  # a DICOM file named like an output
+    before = tree_hashes(inp)
+    first = run_cli(inp, "-o", inp)
+    assert first.returncode == 0, first.stderr
+    after = tree_hashes(inp)
+    assert {k: after[k] for k in before} == before  # no input changed
+    # CT_small.dcm would write CT_small.txt over the input of that name: it moves aside
+    assert "CT_small.dcm: output renamed to CT_small_2" in first.stdout
+    second = run_cli(inp, "-o", inp)
+    assert second.returncode == 0
+    assert {k: tree_hashes(inp)[k] for k in before} == before
+
+
+def test_rerun_gives_identical_outputs(tmp_path):
+    inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "emri_small.dcm", "examples_ybr_color.dcm")
+    assert run_cli(inp, "-o", tmp_path / "a").returncode == 0
+    assert run_cli(inp, "-o", tmp_path / "b", "--jobs", "1").returncode == 0
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+
+
+def test_skip_existing_resumes_only_what_is_missing_or_stale(tmp_path):
+    inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "MR_small.dcm", "rtplan.dcm")
+    out = tmp_path / "out"
+    assert run_cli(inp, "-o", out).returncode == 0
+    (out / "MR_small.png").unlink()                      # an interrupted earlier run
+    later = time.time() + 5
+    os.utime(inp / "CT_small.dcm", (later, later))       # an input changed since
+    run = run_cli(inp, "-o", out, "--skip-existing")
+    assert run.returncode == 0
+    assert "up to date rtplan.dcm" in run.stdout
+    assert "converted  CT_small.dcm" in run.stdout and "converted  MR_small.dcm" in run.stdout
+    assert "1 already up to date" in run.stdout
+    assert (out / "MR_small.png").exists()
+
+
+def test_declared_pixel_data_over_the_memory_limit_is_refused_before_decoding(tmp_path):
+    ds = pydicom.dcmread(testdata("CT_small.dcm"))
+    ds.Rows = ds.Columns = 65535
+    ds.NumberOfFrames = 100000  # 800 TB declared; the real pixel data is 32 KB
+    ds.save_as(tmp_path / "bomb.dcm")
+    run = run_cli(tmp_path / "bomb.dcm", "-o", tmp_path / "out")
+    assert run.returncode == 1
+    assert "exceeds the memory limit" in run.stderr and "see --max-memory" in run.stderr
+    assert "Traceback" not in run.stderr
+    small = run_cli(testdata("CT_small.dcm"), "-o", tmp_path / "out2", "--max-memory", "0.01")
+    assert small.returncode == 1 and "pixel data of 0 MB (128x128, 1 frames)" in small.stderr
+
+
+def test_interrupted_run_stops_promptly_and_leaves_only_whole_files(tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for n in range(8):  # 120-frame 640x480 cines: long enough to interrupt mid-file
+        shutil.copy(testdata("color3d_jpeg_baseline.dcm"), inp / f"cine{n}.dcm")
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(out), "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.rglob("*.part")):
+        time.sleep(0.05)  # wait until a conversion is under way
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert stdout.strip().splitlines()[-1].startswith("Interrupted: ")
+    assert "Traceback" not in stderr
+    assert len(files_under(out)) < 8 * 3  # really stopped part-way
+    assert_outputs_whole(out)
+
+
+def test_sigterm_also_stops_cleanly(tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for n in range(6):
+        shutil.copy(testdata("color3d_jpeg_baseline.dcm"), inp / f"cine{n}.dcm")
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(out), "--jobs", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.rglob("*.part")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "Interrupted: " in stdout
+    assert_outputs_whole(out)
+
+
+def test_hostile_and_awkward_names(tmp_path):
+    inp = tmp_path / "in"
+    (inp / "sub dir").mkdir(parents=True)
+    names = ["with space.dcm", "日本語の画像.dcm", "-leading-dash.dcm", "x" * 250 + ".dcm"]
+    for name in names:
+        shutil.copy(testdata("CT_small.dcm"), inp / "sub dir" / name)
+    evil = pydicom.dcmread(testdata("MR_small.dcm"))
+    evil.PatientName = "../../../../tmp/evil"
+    evil.SeriesDescription = "/etc/passwd"
+    evil.save_as(inp / "evil")
+    out = tmp_path / "out"
+    run = run_cli(inp, "-o", out)
+    assert run.returncode == 0, run.stderr
+    produced = files_under(out)
+    assert "sub dir/with space.png" in produced
+    assert "sub dir/日本語の画像.png" in produced
+    assert "sub dir/-leading-dash.png" in produced
+    assert "evil.png" in produced and "evil.txt" in produced
+    long_png = [p for p in produced if p.startswith("sub dir/xxx") and p.endswith(".png")]
+    assert len(long_png) == 1 and len(os.fsencode(Path(long_png[0]).name)) <= 255
+    assert all(not p.startswith("..") for p in produced)
+    assert not any("evil" in p.name for p in (tmp_path.parent).glob("*evil*") if p != tmp_path)
+
+
+def test_symlink_loop_does_not_hang_the_walk(tmp_path):
+    inp = copy_inputs(tmp_path / "in", "CT_small.dcm")
+    (inp / "loop").symlink_to(inp, target_is_directory=True)
+    (inp / "link.dcm").symlink_to(inp / "CT_small.dcm")  # a link to a file is an input
+    run = subprocess.run([sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0
+    assert files_under(tmp_path / "out") == ["CT_small.png", "CT_small.txt", "link.png", "link.txt"]
+
+
+def test_unwritable_output_root_fails_at_once(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    run = run_cli(testdata("CT_small.dcm"), "-o", blocker / "out")
+    assert run.returncode == 1
+    assert run.stderr.startswith("error: cannot write to output directory")
+    assert "Traceback" not in run.stderr
+
+
+def test_a_full_disk_fails_that_file_cleanly(tmp_path):
+    """A write that fails part-way (here: a file-size limit, as a full disk would) leaves nothing."""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "US1_UNCR.dcm")  # ~20 KB vs ~400 KB of PNG
+    run = subprocess.run([sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(tmp_path / "out"),
+                          "--jobs", "1"], capture_output=True, text=True, timeout=120, preexec_fn=limit_file_size)
+    assert run.returncode == 1
+    assert "FAILED     US1_UNCR.dcm: cannot write output: File too large" in run.stderr
+    assert files_under(tmp_path / "out") == ["CT_small.png", "CT_small.txt"]

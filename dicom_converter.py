@@ -104,6 +104,10 @@ class Options:
     crf: int = DEFAULT_CRF
     gif_max_size: int | None = DEFAULT_GIF_MAX_SIZE
     max_memory: int = 4 * 1024**3
+    write_png: bool = True
+    frame_pngs: bool = False
+    write_json: bool = False
+    redact_salt: str | None = None  # set: --redact, with this run's secret for UID replacement
 
 
 # =============================================================================
@@ -1172,7 +1176,7 @@ def write_text(text: str, path: Path) -> None:
 def staged_outputs() -> Iterator:
     """Give out temporary paths for outputs; rename them all at the end, or none.
 
-    Outputs are written as hidden ``.XXXX.part`` files in their own folder
+    Outputs are written as hidden ``.PID-XXXX.part`` files in their own folder
     (so the rename is atomic), and only when the whole file converted are
     they renamed to their final names: a failed or interrupted conversion
     leaves no partial file under a final name.
@@ -1182,7 +1186,8 @@ def staged_outputs() -> Iterator:
     def stage(final: Path) -> Path:
         final.parent.mkdir(parents=True, exist_ok=True)
         # a short unique name: the final name may already be near the 255-byte limit
-        handle, temp = tempfile.mkstemp(dir=final.parent, prefix=".", suffix=".part")
+        # the pid lets the batch clean up after a worker that crashed
+        handle, temp = tempfile.mkstemp(dir=final.parent, prefix=f".{os.getpid()}-", suffix=".part")
         os.close(handle)
         staged.append((Path(temp), final))
         return Path(temp)
@@ -1308,6 +1313,145 @@ def _value_text(element) -> str:
     return _text_of(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
 
 
+# PS3.15 Annex E, Table E.1-1 (Basic Application Level Confidentiality Profile):
+# attributes that identify a person or place.  Every PN (person name) and every
+# date and time is removed by VR, every instance UID is replaced, private tags
+# are removed; these are the rest.
+IDENTIFYING_KEYWORDS = frozenset({
+    "PatientID", "OtherPatientIDs", "OtherPatientIDsSequence", "IssuerOfPatientID",
+    "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers",
+    "PatientTelecomInformation", "MilitaryRank", "BranchOfService", "MedicalRecordLocator",
+    "EthnicGroup", "Occupation", "PatientReligiousPreference", "PatientComments",
+    "AdditionalPatientHistory", "PatientInsurancePlanCodeSequence", "MedicalAlerts", "Allergies",
+    "CountryOfResidence", "RegionOfResidence", "PatientState", "PregnancyStatus",
+    "PatientAge", "PatientSize", "PatientWeight", "PatientSexNeutered", "ResponsiblePerson",
+    "ResponsibleOrganization", "AccessionNumber", "IssuerOfAccessionNumberSequence", "StudyID",
+    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "InstitutionCodeSequence",
+    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "StationName",
+    "DeviceSerialNumber", "DetectorID", "PlateID", "CassetteID", "GantryID", "DeviceUID",
+    "RequestAttributesSequence", "RequestedProcedureID", "ScheduledProcedureStepID",
+    "PerformedProcedureStepID", "AdmissionID", "IssuerOfAdmissionIDSequence", "ServiceEpisodeID",
+    "ReferencedPatientSequence", "ReferencedPatientPhotoSequence", "ReferencedStudySequence",
+    "OtherPatientNames", "PersonAddress", "PersonTelephoneNumbers", "OrderCallbackPhoneNumber",
+    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest",
+    "TextComments", "ImageComments", "StudyComments", "AcquisitionComments", "DerivationDescription",
+    "ContentSequence", "VerifyingObserverSequence", "AuthorObserverSequence", "ParticipantSequence",
+    "ProtocolName", "PerformedLocation", "ScheduledStudyLocation", "CurrentPatientLocation",
+    "PatientInstitutionResidence", "DigitalSignaturesSequence", "OriginalAttributesSequence",
+})
+
+
+def redacted(ds: Dataset, salt: str) -> Dataset:
+    """A copy of `ds` under the basic de-identification profile (PS3.15 E.1-1).
+
+    Removes private tags; blanks person names, identifying attributes, dates
+    and times; replaces each instance UID by one derived from it and this
+    run's secret `salt`, so references between files still match within the
+    run but cannot be traced back.  Class and transfer syntax UIDs are kept.
+    """
+    import copy
+
+    out = copy.deepcopy(ds)
+    out.remove_private_tags()
+
+    def clean(dataset, element) -> None:
+        if element.keyword in IDENTIFYING_KEYWORDS:
+            element.value = [] if element.VR == "SQ" else None
+        elif element.VR in ("PN", "DA", "DT", "TM"):
+            element.value = None
+        elif element.VR == "UI" and element.value:
+            values = element.value if _is_multi(element.value) else [element.value]
+            replaced = [replace_uid(str(v), salt) for v in values]
+            element.value = replaced if _is_multi(element.value) else replaced[0]
+
+    out.walk(clean)
+    meta = getattr(out, "file_meta", None)
+    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
+        meta.MediaStorageSOPInstanceUID = replace_uid(str(meta.MediaStorageSOPInstanceUID), salt)
+    return out
+
+
+def replace_uid(uid: str, salt: str) -> str:
+    """A stand-in for an instance UID (a 2.25 UUID-derived UID); registered DICOM UIDs stay."""
+    import hashlib
+    from pydicom.uid import UID
+
+    if not uid or UID(uid).name != uid:  # a registered UID (SOP class, transfer syntax…)
+        return uid
+    digest = hashlib.sha256(f"{salt}:{uid}".encode()).digest()[:16]
+    return f"2.25.{int.from_bytes(digest, 'big')}"
+
+
+def identifying_strings(ds: Dataset) -> list[str]:
+    """Values that must not appear in output names when redacting (names, IDs, birth date)."""
+    found = []
+    for keyword in ("PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",
+                    "OtherPatientNames", "PatientBirthName"):
+        value = ds.get(keyword)
+        if value in (None, ""):
+            continue
+        for item in (value if _is_multi(value) else [value]):
+            for part in str(item).replace("^", " ").replace("=", " ").split():
+                if len(part) >= 3:
+                    found.append(part.casefold())
+    return found
+
+
+def json_dataset(ds: Dataset) -> dict:
+    """The dataset in the DICOM JSON Model (PS3.18 F.2), bulk data left out.
+
+    pydicom's `to_json_dict` writes it; pixel data and binary values over
+    1 KB are replaced by a BulkDataURI that names their size (there is no
+    server to fetch them from), and values still on disk are never read.
+    """
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset
+
+    light = Dataset()
+    notes = {}
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
+        if _keyword_of(tag) in BULK_DATA_KEYWORDS or deferred:
+            notes[f"{tag:08X}"] = {"vr": raw.VR or "UN", "BulkDataURI": f"not-included:{_length_text(raw)}"}
+            continue
+        light[tag] = ds[tag]
+
+    def bulk(element) -> str:
+        return f"not-included:{len(element.value)} bytes"
+
+    try:
+        data = light.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=bulk)
+    except Exception as exc:
+        raise CorruptFile(f"cannot express the dataset as DICOM JSON: {_first_line(exc)}") from None
+    data.update(notes)
+    return dict(sorted(data.items()))
+
+
+def index_record(ds: Dataset) -> dict:
+    """What the index page and series grouping need from one dataset (plain values)."""
+    def text(keyword: str) -> str:
+        return _text_of(ds.get(keyword, "") or "")
+
+    def numbers(keyword: str) -> list[float] | None:
+        try:
+            return [float(v) for v in ds[keyword].value] if keyword in ds else None
+        except (TypeError, ValueError):
+            return None
+
+    return {
+        "patient_name": text("PatientName"), "patient_id": text("PatientID"),
+        "study_uid": text("StudyInstanceUID"), "study_date": text("StudyDate"),
+        "study_description": text("StudyDescription"),
+        "series_uid": text("SeriesInstanceUID"), "series_number": text("SeriesNumber"),
+        "series_description": text("SeriesDescription"), "modality": text("Modality"),
+        "rows": int(ds.get("Rows") or 0), "columns": int(ds.get("Columns") or 0),
+        "frames": text("NumberOfFrames") or "1", "photometric": text("PhotometricInterpretation"),
+        "orientation": numbers("ImageOrientationPatient"), "position": numbers("ImagePositionPatient"),
+        "instance": text("InstanceNumber"),
+    }
+
+
 def metadata_text(ds: Dataset, rendering: dict[str, str]) -> str:
     """Summary, then File Meta, then the dataset."""
     parts = ["# Summary", summary_text(ds, rendering)]
@@ -1330,6 +1474,7 @@ class Result:
     status: str
     outputs: list[Path] = dataclasses.field(default_factory=list)
     message: str = ""
+    record: dict = dataclasses.field(default_factory=dict)
 
 
 def convert_file(source: Path, stem: Path, options: Options) -> Result:
@@ -1338,9 +1483,9 @@ def convert_file(source: Path, stem: Path, options: Options) -> Result:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            outputs, message = _convert(source, stem, options)
-        status = "converted" if any(p.suffix != ".txt" for p in outputs) else "metadata"
-        return Result(source, status, outputs, _with_warnings(message, caught))
+            outputs, message, record = _convert(source, stem, options)
+        status = "converted" if any(p.suffix not in (".txt", ".json") for p in outputs) else "metadata"
+        return Result(source, status, outputs, _with_warnings(message, caught), record)
     except Skipped as exc:
         return Result(source, "skipped", message=str(exc))
     except ConversionError as exc:
@@ -1370,26 +1515,31 @@ def _with_warnings(message: str, caught: list) -> str:
     return f"{message}; {warning}" if message else warning
 
 
-def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], str]:
+def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], str, dict]:
     ds = read_dataset(source)
     rendering: dict[str, str] = {}
     finals: list[Path] = []
+
+    def output(suffix: str) -> Path:
+        finals.append(stem.with_name(stem.name + suffix))
+        return stage(finals[-1])
+
     with staged_outputs() as stage:
         if has_pixel_data(ds):
             check_image_attributes(ds)
             frames_total = number_of_frames(ds)
             check_memory(ds, frames_total, options.max_memory)
             check_pixel_data_length(ds, source)
-            out_max = 255 if (options.eight_bit or frames_total > 1 or is_colour(ds)) else 65535
-            frames, voi_text = rendered_frames(source, ds, out_max, options.window)
+            sixteen = not options.eight_bit and not is_colour(ds) and (frames_total == 1 or options.frame_pngs)
+            frames, voi_text = rendered_frames(source, ds, 65535 if sixteen else 255, options.window)
             rendering["Display"] = voi_text
             if frames_total == 1:
-                finals.append(stem.with_name(stem.name + ".png"))
                 frame = next(frames, None)
                 if frame is None:
                     raise CorruptFile("no frame could be decoded")
-                write_png(frame, stage(finals[-1]))
-                rendering["Output"] = f"PNG {'8' if out_max == 255 else '16'}-bit"
+                if options.write_png:
+                    write_png(frame, output(".png"))
+                rendering["Output"] = f"PNG {'16' if sixteen else '8'}-bit" if options.write_png else "none"
             else:
                 timing = frame_timing(ds, frames_total, options.fps)
                 rendering["FrameRate"] = timing.describe()
@@ -1398,28 +1548,44 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
                     raise CorruptFile(f"decoded {written} of {frames_total} frames")
         else:
             rendering["Display"] = "metadata only (no pixel data)"
-        finals.append(stem.with_name(stem.name + ".txt"))
-        write_text(metadata_text(ds, rendering), stage(finals[-1]))
+        shown = redacted(ds, options.redact_salt) if options.redact_salt else ds
+        if options.write_json:
+            import json
+
+            output(".json").write_text(json.dumps(json_dataset(shown), indent=1, ensure_ascii=False),
+                                       encoding="utf-8")
+        write_text(metadata_text(shown, rendering), output(".txt"))
     summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate"))
-    return finals, summary
+    return finals, summary, {**index_record(shown), **rendering}
 
 
 def write_cine(frames, stem: Path, stage, timing: Timing, options: Options, finals: list[Path]) -> int:
-    """GIF and/or MP4 of a multi-frame image, both fed as each frame is decoded."""
+    """GIF, MP4 and (with --frames) a PNG per frame, all fed as each frame is decoded.
+
+    Frames arrive 16-bit when per-frame PNGs want full precision; the GIF and
+    MP4 then get the same pixels reduced to 8 bits.
+    """
+    import numpy as np
+
+    def output(suffix: str, folder: str = "") -> Path:
+        finals.append((stem.with_name(stem.name + folder) / suffix) if folder else stem.with_name(stem.name + suffix))
+        return stage(finals[-1])
+
     with contextlib.ExitStack() as stack:
         writers = []
         if options.write_mp4:
-            finals.append(stem.with_name(stem.name + ".mp4"))
-            writers.append(stack.enter_context(mp4_writer(stage(finals[-1]), timing.rate, options.crf)))
+            writers.append(stack.enter_context(mp4_writer(output(".mp4"), timing.rate, options.crf)))
         if options.write_gif:
-            finals.append(stem.with_name(stem.name + ".gif"))
-            writers.append(stack.enter_context(
-                gif_writer(stage(finals[-1]), timing.durations_ms, options.gif_max_size)))
+            writers.append(stack.enter_context(gif_writer(output(".gif"), timing.durations_ms, options.gif_max_size)))
         count = 0
         for frame in frames:
+            count += 1
+            if options.frame_pngs:
+                write_png(frame, output(f"{count:04d}.png", "_frames"))
+            if frame.dtype == np.uint16:
+                frame = to_eight_bit(frame, 16)
             for write in writers:
                 write(frame)
-            count += 1
     return count
 
 
@@ -1458,7 +1624,7 @@ def _head(path: Path, size: int = 4096) -> str:
 def _worker_init() -> None:
     """In pool workers: leave Ctrl-C to the parent, and turn SIGTERM into a clean exit.
 
-    The parent stops the batch by terminating its workers; SystemExit unwinds
+    The parent stops the batch by terminating its workers; `Terminated` unwinds
     through `staged_outputs`, which deletes the worker's temporary files.
     """
     import signal
@@ -1467,8 +1633,12 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, _exit_on_signal)
 
 
+class Terminated(BaseException):
+    """SIGTERM in a worker: unwinds the conversion (deleting its temporaries), then exits."""
+
+
 def _exit_on_signal(signum, frame) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated
 
 
 def _interrupt_on_signal(signum, frame) -> None:
@@ -1476,28 +1646,94 @@ def _interrupt_on_signal(signum, frame) -> None:
 
 
 def _convert_task(task: tuple[Path, Path, Options]) -> Result:
-    return convert_file(*task)
+    try:
+        return convert_file(*task)
+    except Terminated:  # the temporaries are gone by now; leave before taking another task
+        os._exit(143)
 
 
 def convert_all(tasks: list[tuple[Path, Path, Options]], jobs: int) -> Iterator[Result]:
-    """Convert every task, `jobs` at a time, yielding results in the tasks' order.
+    """Convert every task in worker processes, `jobs` at a time, yielding results in order.
 
-    Each worker streams its file frame by frame, so memory grows with the
-    number of jobs, not with the size of the files.
+    Each file is converted in a worker process, even with one job, so a
+    decoder that crashes on a damaged file (a C library, beyond Python's
+    reach) takes down only that worker.  The tasks lost with it are run again
+    one by one, which finds the file that crashes, and the rest go back to
+    the pool.  Workers stream frame by frame, so memory grows with the number
+    of jobs, not with the size of the files.
     """
-    if jobs <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield _convert_task(task)
-        return
-    import multiprocessing
+    done: dict[int, Result] = {}
+    emitted = 0
+    queue = list(range(len(tasks)))
+    while queue:
+        lost = []
+        for index, result in _run_in_pool(queue, tasks, jobs):
+            if result is None:
+                lost.append(index)
+                continue
+            done[index] = result
+            while emitted in done:
+                yield done.pop(emitted)
+                emitted += 1
+        # tasks that may have been running when a worker died: at most 2 per worker plus one
+        suspects, queue = lost[: 2 * jobs + 1], lost[2 * jobs + 1 :]
+        for index in suspects:
+            result = next(_run_in_pool([index], tasks, 1))[1]
+            done[index] = result or Result(
+                tasks[index][0], "failed",
+                message="the converter crashed on this file (a decoder failed on damaged data)")
+            while emitted in done:
+                yield done.pop(emitted)
+                emitted += 1
+        if lost:
+            remove_orphaned_temporaries(_output_root(tasks))
 
-    pool = multiprocessing.get_context("fork").Pool(min(jobs, len(tasks)), initializer=_worker_init)
+
+def _run_in_pool(indices: list[int], tasks, jobs: int) -> Iterator[tuple[int, Result | None]]:
+    """Run the tasks at `indices` in a process pool; (index, None) for tasks lost to a crash."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(indices)), initializer=_worker_init,
+                               mp_context=multiprocessing.get_context("fork"))
     try:
-        yield from pool.imap(_convert_task, tasks, chunksize=1)
-        pool.close()
-    finally:
-        pool.terminate()  # on Ctrl-C/SIGTERM: workers exit through SystemExit and clean up
-        pool.join()
+        futures = [(index, pool.submit(_convert_task, tasks[index])) for index in indices]
+        for index, future in futures:
+            try:
+                yield index, future.result()
+            except BrokenProcessPool:
+                yield index, None
+        pool.shutdown()
+    finally:  # Ctrl-C or SIGTERM: stop the workers now; they delete their temporary files
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in multiprocessing.active_children():
+            child.terminate()
+        for child in multiprocessing.active_children():
+            child.join()
+
+
+def _output_root(tasks) -> Path:
+    return Path(os.path.commonpath([str(stem.parent) for _, stem, _ in tasks]))
+
+
+def remove_orphaned_temporaries(root: Path) -> None:
+    """Delete temporary files left by workers that died (they carry their worker's pid)."""
+    for path in root.rglob(".*.part"):
+        pid = path.name[1:].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Log:

@@ -200,3 +200,31 @@ def test_a_full_disk_fails_that_file_cleanly(tmp_path):
     assert run.returncode == 1
     assert "FAILED     US1_UNCR.dcm: cannot write output: File too large" in run.stderr
     assert files_under(tmp_path / "out") == ["CT_small.png", "CT_small.txt"]
+
+
+def test_a_decoder_crash_fails_only_that_file(tmp_path, monkeypatch):
+    """A worker killed mid-file (as by a segfault in a C decoder) fails that file alone."""
+    import dicom_converter as dc
+
+    real_convert_file = dc.convert_file
+
+    def crash_on_poison(source, stem, options):
+        if source.name == "poison.dcm":
+            stage_dir = stem.parent
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            (stage_dir / f".{os.getpid()}-leftover.part").write_bytes(b"half a file")
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real_convert_file(source, stem, options)
+
+    monkeypatch.setattr(dc, "convert_file", crash_on_poison)
+    inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "rtplan.dcm")
+    shutil.copy(testdata("CT_small.dcm"), inp / "poison.dcm")
+    tasks = [(source, stem, dc.Options()) for source, stem, _ in dc.plan_outputs(sorted(inp.iterdir()), inp, tmp_path / "out")]
+    results = list(dc.convert_all(tasks, jobs=2))
+    assert [r.source.name for r in results] == sorted(p.name for p in inp.iterdir())
+    status = {r.source.name: r.status for r in results}
+    assert status == {"CT_small.dcm": "converted", "MR_small.dcm": "converted", "emri_small.dcm": "converted",
+                      "poison.dcm": "failed", "rtplan.dcm": "metadata"}
+    assert "crashed" in next(r.message for r in results if r.source.name == "poison.dcm")
+    assert not list((tmp_path / "out").rglob("*.part"))
+    assert not list((tmp_path / "out").glob("poison*"))

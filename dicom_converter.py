@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import secrets
 import sys
 import tempfile
 import warnings
@@ -789,7 +790,7 @@ def rendered_frames(
             description,
         )
 
-    kept, low, high = clip_stored_range(path, ds, attrs_of)
+    kept, low, high = clip_stored_range(decode_frames(path, ds), attrs_of)
     voi_range = Voi("range", low, high, source="no window in file")
 
     def voi_of(attrs: Dataset) -> Voi:
@@ -799,19 +800,22 @@ def rendered_frames(
     return render_grayscale(frames, attrs_of, voi_of, out_max, overlays), voi_range.describe()
 
 
-def clip_stored_range(path: Path, ds: Dataset, attrs_of) -> tuple[list | None, float, float]:
-    """One pass over the clip: its modality-value range, and the frames if they fit the cache."""
+def clip_stored_range(frames: Iterable[np.ndarray], attrs_of) -> tuple[list | None, float, float]:
+    """One pass over a clip: its modality-value range, and the frames if they fit the cache."""
     kept: list | None = []
     kept_bytes = 0
     low, high = float("inf"), float("-inf")
-    for index, frame in enumerate(decode_frames(path, ds)):
+    for index, frame in enumerate(frames):
         finite = frame if frame.dtype.kind in "ui" else frame[_isfinite(frame)]
         if finite.size:
             lo, hi = modality_range(finite.min(), finite.max(), attrs_of(index))
             low, high = min(low, lo), max(high, hi)
         if kept is not None:
             kept_bytes += frame.nbytes
-            kept = kept + [frame] if kept_bytes <= CLIP_CACHE_BYTES else None
+            if kept_bytes <= CLIP_CACHE_BYTES:
+                kept.append(frame)
+            else:
+                kept = None
     if low > high:
         low = high = 0.0
     return kept, low, high
@@ -1334,7 +1338,8 @@ IDENTIFYING_KEYWORDS = frozenset({
     "ReferencedPatientSequence", "ReferencedPatientPhotoSequence", "ReferencedStudySequence",
     "OtherPatientNames", "PersonAddress", "PersonTelephoneNumbers", "OrderCallbackPhoneNumber",
     "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest",
-    "TextComments", "ImageComments", "StudyComments", "AcquisitionComments", "DerivationDescription",
+    "StudyDescription", "SeriesDescription", "RequestedProcedureDescription",
+    "PerformedProcedureStepDescription", "TextComments", "ImageComments", "StudyComments", "AcquisitionComments", "DerivationDescription",
     "ContentSequence", "VerifyingObserverSequence", "AuthorObserverSequence", "ParticipantSequence",
     "ProtocolName", "PerformedLocation", "ScheduledStudyLocation", "CurrentPatientLocation",
     "PatientInstitutionResidence", "DigitalSignaturesSequence", "OriginalAttributesSequence",
@@ -1590,6 +1595,211 @@ def write_cine(frames, stem: Path, stage, timing: Timing, options: Options, fina
 
 
 # =============================================================================
+# Series: single-slice files as one cine
+# =============================================================================
+
+def series_groups(results: list[Result]) -> list[list[Result]]:
+    """Single-frame images grouped by series, orientation and size, in slice order.
+
+    A CT or MR study on a CD is one file per slice.  Slices of one Series
+    Instance UID are split where the orientation or image size changes (a
+    scout among axial slices); multi-frame files are never mixed in.
+    """
+    groups: dict[tuple, list[Result]] = {}
+    for result in results:
+        record = result.record
+        if result.status != "converted" or record.get("frames") != "1" or not record.get("series_uid"):
+            continue
+        orientation = record.get("orientation")
+        orientation = tuple(round(v, 3) for v in orientation) if orientation and len(orientation) == 6 else None
+        key = (record["series_uid"], orientation, record["rows"], record["columns"])
+        groups.setdefault(key, []).append(result)
+    return [sorted(group, key=slice_order) for group in groups.values() if len(group) > 1]
+
+
+def slice_order(result: Result) -> tuple:
+    """Position along the slice normal (Image Position · (row × column cosines), PS3.3
+    C.7.6.2.1.1), else Instance Number, else file name."""
+    record = result.record
+    position, orientation = record.get("position"), record.get("orientation")
+    if position and orientation and len(position) == 3 and len(orientation) == 6:
+        r, c = orientation[:3], orientation[3:]
+        normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+        return (0, sum(p * n for p, n in zip(position, normal)), result.source.name)
+    instance = record.get("instance", "")
+    if str(instance).lstrip("-").isdigit():
+        return (1, int(instance), result.source.name)
+    return (2, 0, result.source.name)
+
+
+def series_stem(group: list[Result], output: Path, base: Path, taken: set[str]) -> Path:
+    """``OUTPUT/<folder of the first slice>/<SeriesNumber>_<description>``, sanitised and unique."""
+    import re
+
+    record = group[0].record
+    number = record.get("series_number") or "0"
+    description = record.get("series_description") or "series"
+    name = re.sub(r"[^\w.-]+", "_", f"{number}_{description}", flags=re.UNICODE).strip("._") or "series"
+    folder = output / group[0].source.parent.relative_to(base)
+    candidate, n = output_stem(name), 1
+    while str(folder / candidate).casefold() in taken:
+        n += 1
+        candidate = f"{output_stem(name)}_{n}"
+    taken.add(str(folder / candidate).casefold())
+    return folder / candidate
+
+
+def convert_series(sources: list[Path], stem: Path, options: Options) -> Result:
+    """One GIF + MP4 (and .txt) of a series of single-frame files, with one window for all.
+
+    The window is ``--window``, else the first slice's, else the min–max of
+    the whole series, so the loop does not flicker.  Caught like `convert_file`.
+    """
+    try:
+        outputs, message, record = _convert_series(sources, stem, options)
+        return Result(stem, "series", outputs, message, record)
+    except ConversionError as exc:
+        return Result(stem, "failed", message=str(exc))
+    except OSError as exc:
+        return Result(stem, "failed", message=f"cannot write output: {exc.strerror or exc}")
+    except Exception as exc:  # a library bug on odd input must not stop the batch
+        return Result(stem, "failed", message=f"unexpected {type(exc).__name__}: {_first_line(exc)}")
+
+
+def _convert_series(sources: list[Path], stem: Path, options: Options) -> tuple[list[Path], str, dict]:
+    import itertools
+
+    datasets = [read_dataset(path) for path in sources]
+
+    def slices():
+        for path, ds in zip(sources, datasets):
+            yield from itertools.islice(decode_frames(path, ds), 1)
+
+    first = datasets[0]
+    if is_colour(first):
+        frames = itertools.chain.from_iterable(render_colour(decode_frames(p, d), d) for p, d in zip(sources, datasets))
+        display = "colour"
+    else:
+        voi = choose_voi(first, options.window)
+        kept = None
+        if voi is None:
+            kept, low, high = clip_stored_range(slices(), lambda i: datasets[i])
+            voi = Voi("range", low, high, source="no window in series")
+        frames = render_grayscale(iter(kept) if kept is not None else slices(),
+                                  lambda i: datasets[i], lambda attrs: voi, 255)
+        display = voi.describe()
+    timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), len(sources),
+                              "--fps" if options.fps else "default for a series")
+    finals: list[Path] = []
+    with staged_outputs() as stage:
+        written = write_cine(frames, stem, stage, timing, dataclasses.replace(options, frame_pngs=False), finals)
+        if written != len(sources):
+            raise CorruptFile(f"decoded {written} of {len(sources)} slices")
+        finals.append(stem.with_name(stem.name + ".txt"))
+        write_text(series_text(sources, datasets, display, timing, options), stage(finals[-1]))
+    record = index_record(redacted(first, options.redact_salt) if options.redact_salt else first)
+    record.update(frames=str(len(sources)), Display=display, FrameRate=timing.describe())
+    return finals, f"{len(sources)} slices, {display}, {timing.describe()}", record
+
+
+def series_text(sources: list[Path], datasets: list, display: str, timing: Timing, options: Options) -> str:
+    """The series summary and its slices in display order."""
+    first = redacted(datasets[0], options.redact_salt) if options.redact_salt else datasets[0]
+    lines = ["# Series", f"  {'SeriesNumber':<22} {_text_of(first.get('SeriesNumber', ''))}",
+             f"  {'SeriesDescription':<22} {_text_of(first.get('SeriesDescription', ''))}",
+             f"  {'Modality':<22} {_text_of(first.get('Modality', ''))}",
+             f"  {'Slices':<22} {len(sources)}", f"  {'Display':<22} {display}",
+             f"  {'FrameRate':<22} {timing.describe()}", "", "# Slices in display order",
+             "  #     file  (InstanceNumber, ImagePositionPatient)"]
+    for number, (path, ds) in enumerate(zip(sources, datasets), 1):
+        position = "\\".join(f"{float(v):g}" for v in ds.get("ImagePositionPatient") or [])
+        lines.append(f"  {number:<5} {path.name}  ({_text_of(ds.get('InstanceNumber', ''))}, {position})")
+    return "\n".join(lines) + "\n"
+
+
+# =============================================================================
+# The index page
+# =============================================================================
+
+INDEX_STYLE = """
+body{font:15px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
+h1{font-size:1.4em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ccc}
+h3{font-size:1em;color:#555}section.series{display:flex;flex-wrap:wrap;gap:12px}
+figure{margin:0;background:#fff;border:1px solid #ddd;padding:8px;width:260px}
+figure img,figure video{max-width:256px;max-height:256px;display:block;background:#000}
+figcaption{font-size:13px;word-break:break-all}dl{margin:4px 0}dt{font-weight:600;float:left;margin-right:4px}
+"""
+
+
+def write_index(output: Path, entries: list[Result]) -> Path:
+    """``OUTPUT/index.html``: every converted file and series, by patient, study and series.
+
+    One self-contained page (no scripts, fonts or network), with relative
+    links so it works from disk and from a web server.  Every value taken from
+    DICOM is escaped, so a name like ``<script>`` shows as text.
+    """
+    from html import escape
+
+    tree: dict = {}
+    for result in entries:
+        r = result.record
+        patient = (r.get("patient_name") or "(no name)", r.get("patient_id") or "")
+        study = (r.get("study_uid", ""), r.get("study_date", ""), r.get("study_description", ""))
+        series = (r.get("series_number", ""), r.get("series_description", ""), r.get("series_uid", ""))
+        tree.setdefault(patient, {}).setdefault(study, {}).setdefault(series, []).append(result)
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width">', "<title>DICOM conversion</title>",
+             f"<style>{INDEX_STYLE}</style></head><body>", "<h1>DICOM conversion</h1>"]
+    for (name, patient_id), studies in sorted(tree.items()):
+        parts.append(f"<h2>Patient {escape(name)}{' — ' + escape(patient_id) if patient_id else ''}</h2>")
+        for (_, date, description), series_map in sorted(studies.items(), key=lambda kv: kv[0][1:]):
+            parts.append(f"<h3>Study {escape(date)} {escape(description)}</h3>")
+            for (number, series_description, _), results in sorted(series_map.items(), key=_series_sort_key):
+                parts.append(f"<p>Series {escape(str(number))} {escape(series_description)}</p>")
+                parts.append('<section class="series">')
+                parts.extend(_index_figure(result, output) for result in results)
+                parts.append("</section>")
+    parts.append("</body></html>")
+    final = output / "index.html"
+    with staged_outputs() as stage:
+        write_text("\n".join(parts) + "\n", stage(final))
+    return final
+
+
+def _series_sort_key(item) -> tuple:
+    number = str(item[0][0])
+    return (int(number) if number.lstrip("-").isdigit() else 0, number, item[0][1])
+
+
+def _index_figure(result: Result, output: Path) -> str:
+    from html import escape
+    from urllib.parse import quote
+
+    def link(path: Path) -> str:
+        return escape(quote(path.relative_to(output).as_posix()))
+
+    by_suffix: dict[str, Path] = {}
+    for path in result.outputs:
+        if not path.parent.name.endswith("_frames"):  # per-frame PNGs are not thumbnails
+            by_suffix.setdefault(path.suffix, path)
+    r = result.record
+    media = []
+    if ".png" in by_suffix:
+        media.append(f'<img loading="lazy" src="{link(by_suffix[".png"])}" alt="image">')
+    if ".gif" in by_suffix:
+        media.append(f'<img loading="lazy" src="{link(by_suffix[".gif"])}" alt="animation">')
+    if ".mp4" in by_suffix:
+        media.append(f'<video controls muted loop preload="metadata" src="{link(by_suffix[".mp4"])}"></video>')
+    facts = [("Modality", r.get("modality", "")), ("Size", f"{r.get('columns', '')}×{r.get('rows', '')}"),
+             ("Frames", r.get("frames", "")), ("Display", r.get("Display", "")), ("Rate", r.get("FrameRate", ""))]
+    facts_html = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts if v)
+    links = " ".join(f'<a href="{link(by_suffix[s])}">{s[1:]}</a>' for s in (".txt", ".json") if s in by_suffix)
+    title = escape(result.outputs[0].relative_to(output).with_suffix("").as_posix()) if result.outputs else ""
+    return (f"<figure>{''.join(media)}<figcaption><strong>{title}</strong>"
+            f"<dl>{facts_html}</dl>{links}</figcaption></figure>")
+
+
+# =============================================================================
 # The batch
 # =============================================================================
 
@@ -1645,9 +1855,10 @@ def _interrupt_on_signal(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _convert_task(task: tuple[Path, Path, Options]) -> Result:
+def _convert_task(task: tuple) -> Result:
+    """Run one task: ``(file, stem, options)``, or ``([slice files], stem, options)`` for a series."""
     try:
-        return convert_file(*task)
+        return convert_series(*task) if isinstance(task[0], list) else convert_file(*task)
     except Terminated:  # the temporaries are gone by now; leave before taking another task
         os._exit(143)
 
@@ -1714,7 +1925,7 @@ def _run_in_pool(indices: list[int], tasks, jobs: int) -> Iterator[tuple[int, Re
 
 
 def _output_root(tasks) -> Path:
-    return Path(os.path.commonpath([str(stem.parent) for _, stem, _ in tasks]))
+    return Path(os.path.commonpath([str(task[1].parent) for task in tasks]))
 
 
 def remove_orphaned_temporaries(root: Path) -> None:
@@ -1775,24 +1986,37 @@ class Log:
         print(text, flush=True)
 
 
-def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1,
-              quiet: bool = False, skip_existing: bool = False) -> int:
+def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, quiet: bool = False,
+              skip_existing: bool = False, series: bool = False, index: bool = True) -> int:
     """Convert every DICOM file under `input_path`; report each; return the exit status.
 
-    Exit status: 0 all converted, 1 some failed, 130 interrupted (Ctrl-C or
-    SIGTERM), after deleting temporary files and printing what was done.
+    Then, with `series`, each series of single-frame files becomes one cine,
+    and `index` writes OUTPUT/index.html.  Exit status: 0 all converted, 1 some
+    failed, 130 interrupted (Ctrl-C or SIGTERM), after deleting temporary
+    files and printing what was done.
     """
     import signal
 
     input_path, output = input_path.resolve(), output.resolve()
     base = input_path if input_path.is_dir() else input_path.parent
-    counts = dict.fromkeys(("converted", "metadata", "skipped", "failed", "not_dicom", "current"), 0)
+    counts = dict.fromkeys(("converted", "metadata", "skipped", "failed", "not_dicom", "current", "series"), 0)
     made = {".png": 0, ".gif": 0, ".mp4": 0}
     files = find_files(input_path, exclude=output)
     log = Log(len(files), quiet)
     previous_term = signal.signal(signal.SIGTERM, _interrupt_on_signal)
     interrupted = False
     dicom_files: list[Path] = []
+    finished: list[Result] = []
+
+    def report(result: Result) -> None:
+        counts[result.status] += 1
+        for out in result.outputs:
+            made[out.suffix] = made.get(out.suffix, 0) + 1
+        if result.status in ("converted", "metadata", "series"):
+            finished.append(result)
+        log.line(result_line(result, base, output), problem=result.status == "failed")
+        log.advance()
+
     try:
         for path in files:
             if looks_like_dicom(path):
@@ -1801,32 +2025,42 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1,
             counts["not_dicom"] += 1
             log.line(f"skipped    {display_name(path, base)}: not a DICOM file")
             log.advance()
+        planned = plan_outputs(dicom_files, input_path, output)
+        if options.redact_salt:
+            planned = redact_names(planned, output)
         tasks = []
-        for source, stem, note in plan_outputs(dicom_files, input_path, output):
+        for source, stem, note in planned:
             if note:
                 log.line(f"note       {display_name(source, base)}: {note}")
             if skip_existing and outputs_are_current(source, stem):
                 counts["current"] += 1
+                finished.append(existing_result(source, stem, options))
                 log.line(f"up to date {display_name(source, base)}")
                 log.advance()
                 continue
             tasks.append((source, stem, options))
         for result in convert_all(tasks, jobs):
-            counts[result.status] += 1
-            for out in result.outputs:
-                made[out.suffix] = made.get(out.suffix, 0) + 1
-            log.line(result_line(result, base, output), problem=result.status == "failed")
-            log.advance()
+            report(result)
+        if series:
+            taken = {str(stem).casefold() for _, stem, _ in planned}
+            groups = series_groups(finished)
+            series_tasks = [([r.source for r in group], series_stem(group, output, base, taken), options)
+                            for group in groups]
+            for result in convert_all(series_tasks, jobs):
+                report(result)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         signal.signal(signal.SIGTERM, previous_term)
     if not dicom_files and not interrupted:
         log.line(f"no DICOM files found in {input_path}")
+    if index and finished:
+        log.line(f"index      {display_name(write_index(output, finished), output)}")
     log.summary(
         f"{'Interrupted' if interrupted else 'Done'}: {counts['converted']} converted "
         f"({made['.png']} PNG, {made['.gif']} GIF, {made['.mp4']} MP4), "
-        f"{counts['metadata']} metadata only, {counts['not_dicom'] + counts['skipped']} skipped, "
+        + (f"{counts['series']} series, " if series else "")
+        + f"{counts['metadata']} metadata only, {counts['not_dicom'] + counts['skipped']} skipped, "
         + (f"{counts['current']} already up to date, " if skip_existing else "")
         + f"{counts['failed']} failed."
     )
@@ -1835,15 +2069,52 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1,
     return 1 if counts["failed"] else 0
 
 
+def redact_names(planned: list[tuple[Path, Path, str]], output: Path) -> list[tuple[Path, Path, str]]:
+    """Output paths with no folder or file name that holds a patient's name, ID or birth date.
+
+    Hospital exports often name folders after the patient (``DOE^JOHN/``).
+    Each such name becomes ``redacted-N``, the same N for the same name
+    throughout the run, so the tree keeps its shape.
+    """
+    replacements: dict[str, str] = {}
+    result = []
+    for source, stem, note in planned:
+        try:
+            tokens = identifying_strings(_dcmread(source, stop_before_pixels=True))
+        except Exception:
+            tokens = []
+        parts = []
+        for part in stem.relative_to(output).parts:
+            if any(token in part.casefold() for token in tokens):
+                part = replacements.setdefault(part, f"redacted-{len(replacements) + 1}")
+            parts.append(part)
+        result.append((source, output.joinpath(*parts), "" if parts != list(stem.relative_to(output).parts) else note))
+    return result
+
+
+def existing_result(source: Path, stem: Path, options: Options) -> Result:
+    """What the index needs about a file converted by an earlier run (--skip-existing)."""
+    outputs = [p for p in (stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4", ".txt", ".json"))
+               if p.exists()]
+    try:
+        ds = read_dataset(source)
+        record = index_record(redacted(ds, options.redact_salt) if options.redact_salt else ds)
+    except ConversionError:
+        record = {}
+    return Result(source, "converted", outputs, "up to date", record)
+
+
 def result_line(result: Result, base: Path, output: Path) -> str:
     """The one line a file gets in the log."""
-    name = display_name(result.source, base)
+    name = display_name(result.source, output if result.status == "series" else base)
     if result.status == "failed":
         return f"FAILED     {name}: {result.message}"
     if result.status == "skipped":
         return f"skipped    {name}: {result.message}"
-    label = "converted " if result.status == "converted" else "metadata  "
-    made = " ".join(display_name(p, output) for p in result.outputs)
+    label = {"converted": "converted ", "metadata": "metadata  ", "series": "series    "}[result.status]
+    made = " ".join(display_name(p, output) for p in result.outputs if p.parent.name[-7:] != "_frames")
+    frames = sum(1 for p in result.outputs if p.parent.name.endswith("_frames"))
+    made += f" +{frames} frame PNGs" if frames else ""
     detail = f"  [{result.message}]" if result.message else ""
     return f"{label} {name} -> {made}{detail}"
 
@@ -1898,6 +2169,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "(to resume an interrupted batch)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print only failures and the summary")
+    extras = parser.add_argument_group("more outputs")
+    extras.add_argument("--series", action="store_true",
+                        help="also join the single-frame images of each series (CT/MR slices) into one "
+                        "GIF + MP4, ordered along the slice normal, named SERIESNUMBER_DESCRIPTION")
+    extras.add_argument("--no-png", action="store_true",
+                        help="no PNG per single-frame image (with --series: only the series cines)")
+    extras.add_argument("--frames", action="store_true",
+                        help="for multi-frame files also write every frame as STEM_frames/0001.png … "
+                        "(16-bit unless --8bit)")
+    extras.add_argument("--json", action="store_true",
+                        help="also write STEM.json: the DICOM JSON Model (PS3.18 F.2), bulk data left out")
+    extras.add_argument("--no-index", action="store_true",
+                        help="do not write OUTPUT/index.html (a page to browse everything converted)")
+    extras.add_argument("--redact", action="store_true",
+                        help="for sharing: .txt, .json and index.html leave out names, IDs, dates, "
+                        "institutions and private tags (PS3.15 basic profile), UIDs are replaced, and "
+                        "output names never contain them; pixels may still show burned-in text")
     return parser
 
 
@@ -1944,6 +2232,10 @@ def main(argv: list[str] | None = None) -> int:
         crf=args.crf,
         gif_max_size=args.gif_max_size or None,
         max_memory=args.max_memory or available_memory(),
+        write_png=not args.no_png,
+        frame_pngs=args.frames,
+        write_json=args.json,
+        redact_salt=secrets.token_hex(16) if args.redact else None,
     )
     for stream in (sys.stdout, sys.stderr):  # file names may not be valid in the locale
         stream.reconfigure(errors="backslashreplace")
@@ -1955,7 +2247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to output directory {output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return run_batch(input_path, output, options, jobs=args.jobs, quiet=args.quiet,
-                     skip_existing=args.skip_existing)
+                     skip_existing=args.skip_existing, series=args.series, index=not args.no_index)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 
 def files_under(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    """Files written under `root`, less the index page (tests/test_extras.py checks it)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "index.html")
 
 
 def assert_outputs_whole(root: Path) -> int:

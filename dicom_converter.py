@@ -2135,7 +2135,6 @@ def positive_fps(text: str) -> Fraction:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dicom_converter.py",
         description="Convert DICOM files to PNG (single frame) or GIF + MP4 (multi-frame), "
         "with a metadata .txt beside each, following the DICOM display pipeline.",
         epilog="Exit status: 0 every DICOM file converted, 1 some failed, 2 usage error.",

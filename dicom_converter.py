@@ -237,14 +237,20 @@ def read_dataset(path: Path) -> Dataset:
     Values over 64 KB are deferred: they are read only when used, so the
     metadata of a 2 GB cine costs what its header costs.
     """
-    from pydicom.errors import InvalidDicomError
-
     try:
-        ds = _dcmread(path, defer_size="64 KB")
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError) as exc:
-        raise CorruptFile(f"cannot read DICOM dataset: {exc}") from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = _dcmread(path, defer_size="64 KB")
     except OSError as exc:
+        if exc.errno is None:  # pydicom's own OSError: "No tag to read at file position …"
+            raise CorruptFile(f"truncated: {_first_line(exc)}") from None
         raise CorruptFile(f"cannot read file: {exc.strerror or exc}") from None
+    except Exception as exc:  # pydicom raises many kinds on damaged headers (zlib, lengths, VRs)
+        raise CorruptFile(f"cannot read DICOM dataset: {_first_line(exc)}") from None
+    for warning in caught:
+        if "End of file reached" in str(warning.message):  # pydicom read on past a cut
+            raise CorruptFile(f"truncated: {_first_line(warning.message).split(' in file ')[0]}")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if not len(ds):
         # pydicom returns nothing at all when the file ends inside the pixel data;
         # the header alone tells the two cases apart.
@@ -255,20 +261,65 @@ def read_dataset(path: Path) -> Dataset:
         if len(header):
             raise CorruptFile("truncated: the file ends inside its pixel data")
         raise NotDicom("no DICOM elements found")
+    check_complete(ds, path)
     sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
         raise Skipped("DICOMDIR (the index of a DICOM CD, not an image)")
     return ds
 
 
+def check_complete(ds: Dataset, path: Path) -> None:
+    """Refuse a file whose elements run past its end (cut short, or a length that lies).
+
+    pydicom reads such a value short without a word, and an image can lose
+    its pixel data that way.  Walking the top-level element headers again,
+    values skipped rather than read, finds where the dataset claims to end.
+    """
+    from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
+    from pydicom.uid import UID
+
+    syntax = UID(transfer_syntax_of(ds))
+    if not syntax.is_transfer_syntax or syntax.is_deflated:
+        return
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fp:
+            read_preamble(fp, force=True)
+            _read_file_meta_info(fp)
+            last, claimed = None, fp.tell()
+            for last in data_element_generator(fp, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=1):
+                claimed = fp.tell()  # the end of the element just walked
+                if claimed > size:
+                    break
+    except Exception:  # the full read already succeeded; this check only adds certainty
+        return
+    if claimed > size and last is not None and last.tag == 0x7FE00010:
+        raise CorruptFile(f"truncated pixel data ({size - last.value_tell} of {last.length} bytes)")
+    if claimed > size and last is not None:
+        raise CorruptFile(f"truncated or a wrong length: element {last.tag} runs {claimed - size} bytes "
+                          f"past the end of the file")
+    if 0 < size - claimed < 8:  # less than an element header left: the file was cut inside one
+        raise CorruptFile(f"truncated: the file ends {size - claimed} bytes into an element header")
+
+
 def transfer_syntax_of(ds: Dataset) -> str:
     """The Transfer Syntax UID of `ds`, inferred from its encoding when it has no File Meta."""
     from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+    from pydicom.uid import UID
+
+    from pydicom.dataelem import RawDataElement
+
     uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if uid:
-        return uid
     implicit, little = ds.original_encoding
+    pixels = ds.get_item("PixelData") if "PixelData" in ds else None
+    if isinstance(pixels, RawDataElement):  # how pydicom really read it (it may have switched)
+        implicit, little = pixels.is_implicit_VR, pixels.is_little_endian
+    if uid and (not UID(uid).is_transfer_syntax or UID(uid).is_compressed or implicit is None
+                or (UID(uid).is_implicit_VR, UID(uid).is_little_endian) == (implicit, little)):
+        return uid
+    # No File Meta, or it names a native syntax the data is not in: pydicom found
+    # the real encoding while reading (and warned); the pixels are in it too.
     if implicit:
         return ImplicitVRLittleEndian
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
@@ -332,7 +383,13 @@ def check_memory(ds: Dataset, frames: int, limit: int) -> None:
 
 
 def check_image_attributes(ds: Dataset) -> None:
-    """Refuse, before decoding, an Image Pixel module (PS3.3 C.7.6.3) that cannot be right."""
+    """Refuse, before decoding, an Image Pixel module (PS3.3 C.7.6.3) that cannot be right,
+    or pixel data in a transfer syntax that does not exist."""
+    from pydicom.uid import UID
+
+    syntax = UID(transfer_syntax_of(ds))
+    if not syntax.is_transfer_syntax:
+        raise Unsupported(f"unknown transfer syntax {syntax}")
     for keyword in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation"):
         if ds.get(keyword) in (None, ""):
             raise CorruptFile(f"missing {keyword} (required to read pixel data)")
@@ -697,12 +754,30 @@ def palette_lut(dtype: np.dtype, ds: Dataset) -> np.ndarray:
     import numpy as np
     from pydicom.pixels import apply_color_lut
 
+    check_palette(ds)
     domain = stored_values_domain(dtype)
     try:
         table = apply_color_lut(np.clip(domain, 0, None).astype(dtype), _native_order_luts(ds))
     except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
         raise CorruptFile(f"invalid palette colour lookup table: {_first_line(exc)}") from None
-    return to_eight_bit(table, 16 if table.dtype.itemsize > 1 else 8)
+    if table.ndim != 2 or table.shape[1] not in (3, 4):
+        raise CorruptFile(f"palette colour lookup tables give {table.shape[-1]} channels, not red, green and blue")
+    return to_eight_bit(table[:, :3], 16 if table.dtype.itemsize > 1 else 8)
+
+
+def check_palette(ds: Dataset) -> None:
+    """Refuse palette LUTs that contradict their descriptors (PS3.3 C.7.6.3.1.5-6)."""
+    for colour in ("Red", "Green", "Blue"):
+        descriptor = ds.get(f"{colour}PaletteColorLookupTableDescriptor")
+        if not descriptor or len(descriptor) != 3:
+            raise CorruptFile(f"missing or invalid {colour} Palette Color Lookup Table Descriptor")
+        entries, bits = int(descriptor[0]) or 65536, int(descriptor[2])
+        if bits not in (8, 16):
+            raise CorruptFile(f"{colour} palette LUT entries of {bits} bits (only 8 or 16 are allowed)")
+        data = ds.get(f"{colour}PaletteColorLookupTableData")
+        if data is not None and len(data) < entries * (1 if bits == 8 and len(data) < 2 * entries else 2):
+            raise CorruptFile(f"{colour} palette LUT data is shorter than its descriptor ({len(data)} bytes "
+                              f"for {entries} entries)")
 
 
 def _native_order_luts(ds: Dataset) -> Dataset:
@@ -1447,14 +1522,21 @@ def json_dataset(ds: Dataset) -> dict:
 
 
 def index_record(ds: Dataset) -> dict:
-    """What the index page and series grouping need from one dataset (plain values)."""
+    """What the index page and series grouping need from one dataset (plain values).
+
+    A value that cannot be read (a damaged element) is left empty: the index
+    is a convenience and must not fail a file that converted.
+    """
     def text(keyword: str) -> str:
-        return _text_of(ds.get(keyword, "") or "")
+        try:
+            return _text_of(ds.get(keyword, "") or "")
+        except Exception:
+            return ""
 
     def numbers(keyword: str) -> list[float] | None:
         try:
             return [float(v) for v in ds[keyword].value] if keyword in ds else None
-        except (TypeError, ValueError):
+        except Exception:
             return None
 
     return {
@@ -1463,7 +1545,8 @@ def index_record(ds: Dataset) -> dict:
         "study_description": text("StudyDescription"),
         "series_uid": text("SeriesInstanceUID"), "series_number": text("SeriesNumber"),
         "series_description": text("SeriesDescription"), "modality": text("Modality"),
-        "rows": int(ds.get("Rows") or 0), "columns": int(ds.get("Columns") or 0),
+        "rows": int(text("Rows") or 0) if text("Rows").isdigit() else 0,
+        "columns": int(text("Columns") or 0) if text("Columns").isdigit() else 0,
         "frames": text("NumberOfFrames") or "1", "photometric": text("PhotometricInterpretation"),
         "orientation": numbers("ImageOrientationPatient"), "position": numbers("ImagePositionPatient"),
         "instance": text("InstanceNumber"),
@@ -1573,8 +1656,10 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
             output(".json").write_text(json.dumps(json_dataset(shown), indent=1, ensure_ascii=False),
                                        encoding="utf-8")
         write_text(metadata_text(shown, rendering), output(".txt"))
+        # everything that can fail happens before the outputs take their final names
+        record = {**index_record(shown), **rendering}
     summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate"))
-    return finals, summary, {**index_record(shown), **rendering}
+    return finals, summary, record
 
 
 def write_cine(frames, stem: Path, stage, timing: Timing, options: Options, finals: list[Path]) -> int:

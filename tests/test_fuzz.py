@@ -720,18 +720,12 @@ RECOVERABLE = {
     # File Meta says Explicit VR, the dataset is Implicit VR: likewise.
     "explicit_syntax_implicit_data": ("MR_small_implicit.dcm", lambda b: _with_syntax(b, "1.2.840.10008.1.2.1")),
 }
-SYNTAX_BUG = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "converter bug: pydicom reads the dataset with the encoding it found (and warns), but "
-    "decode_frames re-reads the file with the File Meta's transfer syntax, so the pixel data is "
-    "read 4 bytes off (wrong image, exit 0) or fails ('cannot reshape array')"))
-
-
 @pytest.mark.parametrize("case", [
     "value_longer_than_its_vr",
     "private_length_too_short",
-    pytest.param("implicit_syntax_explicit_data", marks=SYNTAX_BUG),
-    pytest.param("implicit_syntax_explicit_data_rgb", marks=SYNTAX_BUG),
-    pytest.param("explicit_syntax_implicit_data", marks=SYNTAX_BUG),
+    "implicit_syntax_explicit_data",
+    "implicit_syntax_explicit_data_rgb",
+    "explicit_syntax_implicit_data",
 ])
 def test_a_file_pydicom_reads_with_a_warning_converts_like_the_original(tmp_path, case):
     base_name, make = RECOVERABLE[case]
@@ -750,7 +744,6 @@ def test_a_file_pydicom_reads_with_a_warning_converts_like_the_original(tmp_path
         (tmp_path / "reference" / f"{base_name[:-4]}.png").read_bytes(), "not the original's image"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="converter bug: " + KNOWN_BUGS["truncated_passes"])
 def test_truncated_files_are_reported_failed(tmp_path):
     """A file cut inside an element is incomplete whatever it holds: FAILED (or not DICOM at all)."""
     write_corpus(tmp_path / "in", FIXED_SEED, 24, ["truncate_header", "truncate_sequence"])
@@ -760,7 +753,6 @@ def test_truncated_files_are_reported_failed(tmp_path):
     assert not passed, passed
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="converter bug: " + KNOWN_BUGS["image_as_metadata"])
 def test_damaged_images_are_never_metadata_only(tmp_path):
     """An image whose header lengths lie either converts or fails; it never passes as 'metadata only'."""
     mutants = [m for m in mutate(FIXED_SEED, 45, ["length_too_long", "length_odd", "length_undefined"])
@@ -773,7 +765,6 @@ def test_damaged_images_are_never_metadata_only(tmp_path):
     assert not as_metadata, as_metadata
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="converter bug: " + KNOWN_BUGS["palette_la_png"])
 def test_short_palette_luts_fail_or_give_rgb(tmp_path):
     """Palette LUT data shorter than its descriptor: FAILED, or an RGB PNG; never grey+alpha."""
     import pydicom
@@ -799,11 +790,6 @@ def _with_vr(base: Base, keyword: str, vr: bytes) -> bytes:
     return bytes(raw)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "converter bug: _convert builds the index record (index_record) after staged_outputs has "
-    "renamed the outputs into place, so a value that only fails there (an unknown VR in Study "
-    "Instance UID, a Columns whose length swallows the rest of the header) is reported FAILED "
-    "but its PNG/GIF/MP4/TXT stay"))
 def test_a_failed_file_leaves_no_outputs(tmp_path):
     """Whatever fails in a file's conversion, a FAILED file has no outputs (found by the long fuzz run)."""
     (tmp_path / "in").mkdir()
@@ -819,7 +805,6 @@ def test_a_failed_file_leaves_no_outputs(tmp_path):
     assert not {name: files for name, files in left.items() if files}, results
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="converter bug: " + KNOWN_BUGS["unexpected_syntax"])
 def test_malformed_headers_fail_with_a_plain_reason(tmp_path):
     """Damage pydicom raises on (unknown syntax, deflate on plain data, a US value of 3 bytes)
     fails with the converter's own reason, not 'unexpected <ExceptionType>'."""

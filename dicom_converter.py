@@ -1334,7 +1334,7 @@ def summary_text(ds: Dataset, rendering: dict[str, str]) -> str:
 
 
 def _text_of(value) -> str:
-    return str(value).replace("\x00", "").strip()
+    return "" if value is None else str(value).replace("\x00", "").strip()
 
 
 def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
@@ -1518,7 +1518,20 @@ def json_dataset(ds: Dataset) -> dict:
     except Exception as exc:
         raise CorruptFile(f"cannot express the dataset as DICOM JSON: {_first_line(exc)}") from None
     data.update(notes)
-    return dict(sorted(data.items()))
+    return _json_safe(dict(sorted(data.items())))
+
+
+def _json_safe(value):
+    """NaN and infinities as the strings PS3.18 F.2.3.1 prescribes; JSON has no such numbers."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def index_record(ds: Dataset) -> dict:
@@ -1585,7 +1598,7 @@ def convert_file(source: Path, stem: Path, options: Options) -> Result:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             outputs, message, record = _convert(source, stem, options)
-        status = "converted" if any(p.suffix not in (".txt", ".json") for p in outputs) else "metadata"
+        status = "metadata" if record.get("Display", "").startswith("metadata only") else "converted"
         return Result(source, status, outputs, _with_warnings(message, caught), record)
     except Skipped as exc:
         return Result(source, "skipped", message=str(exc))
@@ -1653,7 +1666,8 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
         if options.write_json:
             import json
 
-            output(".json").write_text(json.dumps(json_dataset(shown), indent=1, ensure_ascii=False),
+            output(".json").write_text(json.dumps(json_dataset(shown), indent=1, ensure_ascii=False,
+                                                  allow_nan=False),
                                        encoding="utf-8")
         write_text(metadata_text(shown, rendering), output(".txt"))
         # everything that can fail happens before the outputs take their final names
@@ -1730,7 +1744,7 @@ def slice_order(result: Result) -> tuple:
     return (2, 0, result.source.name)
 
 
-def series_stem(group: list[Result], output: Path, base: Path, taken: set[str]) -> Path:
+def series_stem(group: list[Result], taken: set[str]) -> Path:
     """``OUTPUT/<folder of the first slice>/<SeriesNumber>_<description>``, sanitised and unique."""
     import re
 
@@ -1738,7 +1752,7 @@ def series_stem(group: list[Result], output: Path, base: Path, taken: set[str]) 
     number = record.get("series_number") or "0"
     description = record.get("series_description") or "series"
     name = re.sub(r"[^\w.-]+", "_", f"{number}_{description}", flags=re.UNICODE).strip("._") or "series"
-    folder = output / group[0].source.parent.relative_to(base)
+    folder = group[0].outputs[-1].parent  # where the first slice's outputs went (names redacted if asked)
     candidate, n = output_stem(name), 1
     while str(folder / candidate).casefold() in taken:
         n += 1
@@ -1747,14 +1761,14 @@ def series_stem(group: list[Result], output: Path, base: Path, taken: set[str]) 
     return folder / candidate
 
 
-def convert_series(sources: list[Path], stem: Path, options: Options) -> Result:
+def convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options) -> Result:
     """One GIF + MP4 (and .txt) of a series of single-frame files, with one window for all.
 
     The window is ``--window``, else the first slice's, else the min–max of
     the whole series, so the loop does not flicker.  Caught like `convert_file`.
     """
     try:
-        outputs, message, record = _convert_series(sources, stem, options)
+        outputs, message, record = _convert_series(slices, stem, options)
         return Result(stem, "series", outputs, message, record)
     except ConversionError as exc:
         return Result(stem, "failed", message=str(exc))
@@ -1764,12 +1778,14 @@ def convert_series(sources: list[Path], stem: Path, options: Options) -> Result:
         return Result(stem, "failed", message=f"unexpected {type(exc).__name__}: {_first_line(exc)}")
 
 
-def _convert_series(sources: list[Path], stem: Path, options: Options) -> tuple[list[Path], str, dict]:
+def _convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options) -> tuple[list[Path], str, dict]:
+    """`slices` are (input file, output stem name) in display order."""
     import itertools
 
+    sources = [path for path, _ in slices]
     datasets = [read_dataset(path) for path in sources]
 
-    def slices():
+    def first_frames():
         for path, ds in zip(sources, datasets):
             yield from itertools.islice(decode_frames(path, ds), 1)
 
@@ -1781,9 +1797,9 @@ def _convert_series(sources: list[Path], stem: Path, options: Options) -> tuple[
         voi = choose_voi(first, options.window)
         kept = None
         if voi is None:
-            kept, low, high = clip_stored_range(slices(), lambda i: datasets[i])
+            kept, low, high = clip_stored_range(first_frames(), lambda i: datasets[i])
             voi = Voi("range", low, high, source="no window in series")
-        frames = render_grayscale(iter(kept) if kept is not None else slices(),
+        frames = render_grayscale(iter(kept) if kept is not None else first_frames(),
                                   lambda i: datasets[i], lambda attrs: voi, 255)
         display = voi.describe()
     timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), len(sources),
@@ -1794,24 +1810,24 @@ def _convert_series(sources: list[Path], stem: Path, options: Options) -> tuple[
         if written != len(sources):
             raise CorruptFile(f"decoded {written} of {len(sources)} slices")
         finals.append(stem.with_name(stem.name + ".txt"))
-        write_text(series_text(sources, datasets, display, timing, options), stage(finals[-1]))
+        write_text(series_text([name for _, name in slices], datasets, display, timing, options), stage(finals[-1]))
     record = index_record(redacted(first, options.redact_salt) if options.redact_salt else first)
     record.update(frames=str(len(sources)), Display=display, FrameRate=timing.describe())
     return finals, f"{len(sources)} slices, {display}, {timing.describe()}", record
 
 
-def series_text(sources: list[Path], datasets: list, display: str, timing: Timing, options: Options) -> str:
-    """The series summary and its slices in display order."""
+def series_text(names: list[str], datasets: list, display: str, timing: Timing, options: Options) -> str:
+    """The series summary and its slices in display order, named as their own outputs are."""
     first = redacted(datasets[0], options.redact_salt) if options.redact_salt else datasets[0]
     lines = ["# Series", f"  {'SeriesNumber':<22} {_text_of(first.get('SeriesNumber', ''))}",
              f"  {'SeriesDescription':<22} {_text_of(first.get('SeriesDescription', ''))}",
              f"  {'Modality':<22} {_text_of(first.get('Modality', ''))}",
-             f"  {'Slices':<22} {len(sources)}", f"  {'Display':<22} {display}",
+             f"  {'Slices':<22} {len(names)}", f"  {'Display':<22} {display}",
              f"  {'FrameRate':<22} {timing.describe()}", "", "# Slices in display order",
-             "  #     file  (InstanceNumber, ImagePositionPatient)"]
-    for number, (path, ds) in enumerate(zip(sources, datasets), 1):
+             "  #     output name  (InstanceNumber, ImagePositionPatient)"]
+    for number, (name, ds) in enumerate(zip(names, datasets), 1):
         position = "\\".join(f"{float(v):g}" for v in ds.get("ImagePositionPatient") or [])
-        lines.append(f"  {number:<5} {path.name}  ({_text_of(ds.get('InstanceNumber', ''))}, {position})")
+        lines.append(f"  {number:<5} {name}  ({_text_of(ds.get('InstanceNumber', ''))}, {position})")
     return "\n".join(lines) + "\n"
 
 
@@ -1847,6 +1863,7 @@ def write_index(output: Path, entries: list[Result]) -> Path:
         tree.setdefault(patient, {}).setdefault(study, {}).setdefault(series, []).append(result)
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width">', "<title>DICOM conversion</title>",
+             '<link rel="icon" href="data:,">',  # no favicon request: the page needs no server
              f"<style>{INDEX_STYLE}</style></head><body>", "<h1>DICOM conversion</h1>"]
     for (name, patient_id), studies in sorted(tree.items()):
         parts.append(f"<h2>Patient {escape(name)}{' — ' + escape(patient_id) if patient_id else ''}</h2>")
@@ -1939,6 +1956,9 @@ def _worker_init() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    import faulthandler
+
+    faulthandler.disable()  # a crashing decoder is reported by the batch, not as a C stack dump
 
 
 class Terminated(BaseException):
@@ -1954,7 +1974,7 @@ def _interrupt_on_signal(signum, frame) -> None:
 
 
 def _convert_task(task: tuple) -> Result:
-    """Run one task: ``(file, stem, options)``, or ``([slice files], stem, options)`` for a series."""
+    """Run one task: ``(file, stem, options)``, or ``([(slice file, name)], stem, options)`` for a series."""
     try:
         return convert_series(*task) if isinstance(task[0], list) else convert_file(*task)
     except Terminated:  # the temporaries are gone by now; leave before taking another task
@@ -2142,7 +2162,7 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
         if series:
             taken = {str(stem).casefold() for _, stem, _ in planned}
             groups = series_groups(finished)
-            series_tasks = [([r.source for r in group], series_stem(group, output, base, taken), options)
+            series_tasks = [([(r.source, r.outputs[-1].stem) for r in group], series_stem(group, taken), options)
                             for group in groups]
             for result in convert_all(series_tasks, jobs):
                 report(result)
@@ -2192,7 +2212,7 @@ def redact_names(planned: list[tuple[Path, Path, str]], output: Path) -> list[tu
 
 def existing_result(source: Path, stem: Path, options: Options) -> Result:
     """What the index needs about a file converted by an earlier run (--skip-existing)."""
-    outputs = [p for p in (stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4", ".txt", ".json"))
+    outputs = [p for p in (stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4", ".json", ".txt"))
                if p.exists()]
     try:
         ds = read_dataset(source)
@@ -2204,7 +2224,8 @@ def existing_result(source: Path, stem: Path, options: Options) -> Result:
 
 def result_line(result: Result, base: Path, output: Path) -> str:
     """The one line a file gets in the log."""
-    name = display_name(result.source, output if result.status == "series" else base)
+    is_series = result.source.is_relative_to(output) and not result.source.is_relative_to(base)
+    name = display_name(result.source, output if is_series or result.status == "series" else base)
     if result.status == "failed":
         return f"FAILED     {name}: {result.message}"
     if result.status == "skipped":

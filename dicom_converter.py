@@ -2256,37 +2256,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Convert DICOM files to PNG (single frame) or GIF + MP4 (multi-frame), "
         "with a metadata .txt beside each, following the DICOM display pipeline.",
-        epilog="Exit status: 0 every DICOM file converted, 1 some failed, 2 usage error.",
+        epilog="PNGs are written with zlib level 1: measured on CT and CR images it was 2-3x faster "
+        "than level 6 and no larger.  Exit status: 0 every DICOM file converted, 1 some failed, "
+        "2 usage error, 130 interrupted (Ctrl-C or SIGTERM; no partial file is left).",
     )
     parser.add_argument("input_path", nargs="?", default=DEFAULT_INPUT,
                         help=f"DICOM file or directory, walked recursively (default: {DEFAULT_INPUT})")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output directory (default: {DEFAULT_OUTPUT})")
-    parser.add_argument("--8bit", dest="eight_bit", action="store_true",
-                        help="8-bit output (default is 16-bit PNG for full precision)")
-    parser.add_argument("--no-mp4", action="store_true", help="no MP4 for multi-frame files (GIF only)")
-    parser.add_argument("--no-gif", action="store_true", help="no GIF for multi-frame files (MP4 only)")
-    parser.add_argument("--fps", type=positive_fps, default=None,
-                        help="frames per second for GIF and MP4 (default: the file's own rate, else 10)")
-    parser.add_argument("--window", nargs=2, type=float, metavar=("CENTER", "WIDTH"),
-                        help="VOI window in modality units (e.g. --window 40 400 for CT soft tissue); "
-                        "overrides the file's window")
-    parser.add_argument("--crf", type=int, default=DEFAULT_CRF, choices=range(0, 52), metavar="0-51",
-                        help=f"H.264 quality: lower is better and larger (default {DEFAULT_CRF}: "
-                        ">= 43 dB PSNR, visually lossless; each +6 roughly halves the size)")
-    parser.add_argument("--gif-max-size", type=int, default=DEFAULT_GIF_MAX_SIZE, metavar="PIXELS",
-                        help="scale GIF frames down so the longer side is at most PIXELS "
-                        f"(default {DEFAULT_GIF_MAX_SIZE}; 0 keeps full size); PNG and MP4 keep full size")
-    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-                        help="files converted at once (default: the number of cores)")
-    parser.add_argument("--max-memory", type=megabytes, default=None, metavar="MB",
-                        help="refuse files whose declared pixel data exceeds MB megabytes "
-                        "(default: the memory available when the run starts)")
-    parser.add_argument("--skip-existing", action="store_true",
-                        help="skip files whose outputs are all present and newer than the input "
-                        "(to resume an interrupted batch)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="print only failures and the summary")
+
+    image = parser.add_argument_group("image")
+    image.add_argument("--8bit", dest="eight_bit", action="store_true",
+                       help="8-bit output (default is 16-bit PNG for full precision)")
+    image.add_argument("--window", nargs=2, type=float, metavar=("CENTER", "WIDTH"),
+                       help="VOI window in modality units (e.g. --window 40 400 for CT soft tissue); "
+                       "overrides the file's window")
+
+    cine = parser.add_argument_group("cine loops (multi-frame files)")
+    cine.add_argument("--no-mp4", action="store_true", help="no MP4 for multi-frame files (GIF only)")
+    cine.add_argument("--no-gif", action="store_true", help="no GIF for multi-frame files (MP4 only)")
+    cine.add_argument("--fps", type=positive_fps, default=None,
+                      help="frames per second for GIF and MP4 (default: the file's own rate, else 10)")
+    cine.add_argument("--crf", type=int, default=DEFAULT_CRF, choices=range(0, 52), metavar="0-51",
+                      help=f"H.264 quality: lower is better and larger (default {DEFAULT_CRF}: "
+                      ">= 43 dB PSNR, visually lossless; each +6 roughly halves the size)")
+    cine.add_argument("--gif-max-size", type=int, default=DEFAULT_GIF_MAX_SIZE, metavar="PIXELS",
+                      help="scale GIF frames down so the longer side is at most PIXELS "
+                      f"(default {DEFAULT_GIF_MAX_SIZE}; 0 keeps full size); PNG and MP4 keep full size")
+
     extras = parser.add_argument_group("more outputs")
     extras.add_argument("--series", action="store_true",
                         help="also join the single-frame images of each series (CT/MR slices) into one "
@@ -2304,6 +2301,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="for sharing: .txt, .json and index.html leave out names, IDs, dates, "
                         "institutions and private tags (PS3.15 basic profile), UIDs are replaced, and "
                         "output names never contain them; pixels may still show burned-in text")
+
+    batch = parser.add_argument_group("batch")
+    batch.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                       help="files converted at once (default: the number of cores)")
+    batch.add_argument("--max-memory", type=megabytes, default=None, metavar="MB",
+                       help="refuse files whose declared pixel data exceeds MB megabytes "
+                       "(default: the memory available when the run starts)")
+    batch.add_argument("--skip-existing", action="store_true",
+                       help="skip files whose outputs are all present and newer than the input "
+                       "(to resume an interrupted batch)")
+    batch.add_argument("-q", "--quiet", action="store_true",
+                       help="print only failures and the summary")
     return parser
 
 
@@ -2364,8 +2373,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot write to output directory {output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    return run_batch(input_path, output, options, jobs=args.jobs, quiet=args.quiet,
-                     skip_existing=args.skip_existing, series=args.series, index=not args.no_index)
+    try:
+        return run_batch(input_path, output, options, jobs=args.jobs, quiet=args.quiet,
+                         skip_existing=args.skip_existing, series=args.series, index=not args.no_index)
+    except BrokenPipeError:  # `... | head`: the reader left; stop quietly like other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

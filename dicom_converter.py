@@ -312,7 +312,7 @@ def transfer_syntax_of(ds: Dataset) -> str:
 
     uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     implicit, little = ds.original_encoding
-    pixels = ds.get_item("PixelData") if "PixelData" in ds else None
+    pixels = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
     if isinstance(pixels, RawDataElement):  # how pydicom really read it (it may have switched)
         implicit, little = pixels.is_implicit_VR, pixels.is_little_endian
     if uid and (not UID(uid).is_transfer_syntax or UID(uid).is_compressed or implicit is None
@@ -354,7 +354,7 @@ def check_pixel_data_length(ds: Dataset, path: Path) -> None:
 
     if UID(transfer_syntax_of(ds)).is_compressed or "PixelData" not in ds:
         return
-    raw = ds.get_item("PixelData")
+    raw = ds.get_item("PixelData", keep_deferred=True)
     if isinstance(raw, RawDataElement):
         actual = min(raw.length, path.stat().st_size - raw.value_tell)
     else:
@@ -1347,7 +1347,7 @@ def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
 
     indent = "  " * depth
     for tag in ds.keys():
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         keyword = _keyword_of(tag) or _private_name(ds, tag)
         tag_text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
         deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
@@ -1503,7 +1503,7 @@ def json_dataset(ds: Dataset) -> dict:
     light = Dataset()
     notes = {}
     for tag in ds.keys():
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
         if _keyword_of(tag) in BULK_DATA_KEYWORDS or deferred:
             notes[f"{tag:08X}"] = {"vr": raw.VR or "UN", "BulkDataURI": f"not-included:{_length_text(raw)}"}

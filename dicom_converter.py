@@ -1264,6 +1264,18 @@ def write_text(text: str, path: Path) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def _umask() -> int:
+    """The process umask (read by setting it, so read once)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
+
+
 @contextlib.contextmanager
 def staged_outputs() -> Iterator:
     """Give out temporary paths for outputs; rename them all at the end, or none.
@@ -1280,6 +1292,7 @@ def staged_outputs() -> Iterator:
         # a short unique name: the final name may already be near the 255-byte limit
         # the pid lets the batch clean up after a worker that crashed
         handle, temp = tempfile.mkstemp(dir=final.parent, prefix=f".{os.getpid()}-", suffix=".part")
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
         os.close(handle)
         staged.append((Path(temp), final))
         return Path(temp)
@@ -1352,7 +1365,8 @@ def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
         tag_text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
         deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
         if keyword in BULK_DATA_KEYWORDS or deferred:
-            yield f"{indent}{tag_text} {raw.VR or '??'} {keyword:<32} <{_length_text(raw)}, not dumped>"
+            size = _length_text(raw, getattr(ds, "filename", None) if depth == 0 else None)
+            yield f"{indent}{tag_text} {raw.VR or '??'} {keyword:<32} <{size}, not dumped>"
             continue
         try:
             element = ds[tag]
@@ -1368,10 +1382,19 @@ def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
         yield f"{indent}{tag_text} {element.VR} {keyword:<32} {_value_text(element)}"
 
 
-def _length_text(raw) -> str:
-    """The size of a value, read from the element header when the value is on disk."""
+def _length_text(raw, filename=None) -> str:
+    """The size of a value, from the element header while the value is still on disk.
+
+    Encapsulated pixel data has an undefined length; it runs to the end of the
+    file but for its 8-byte sequence delimiter, which gives its size unread.
+    """
     length = raw.length if hasattr(raw, "length") else len(raw.value or b"")
-    return "undefined length (encapsulated)" if length == 0xFFFFFFFF else f"{length} bytes"
+    if length != 0xFFFFFFFF:
+        return f"{length} bytes"
+    if filename and getattr(raw, "value_tell", None) is not None:
+        with contextlib.suppress(OSError):
+            return f"{os.path.getsize(filename) - raw.value_tell - 8} bytes (encapsulated)"
+    return "undefined length (encapsulated)"
 
 
 def _private_name(ds: Dataset, tag) -> str:
@@ -1506,7 +1529,8 @@ def json_dataset(ds: Dataset) -> dict:
         raw = ds.get_item(tag, keep_deferred=True)
         deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
         if _keyword_of(tag) in BULK_DATA_KEYWORDS or deferred:
-            notes[f"{tag:08X}"] = {"vr": raw.VR or "UN", "BulkDataURI": f"not-included:{_length_text(raw)}"}
+            size = _length_text(raw, getattr(ds, "filename", None))
+            notes[f"{tag:08X}"] = {"vr": raw.VR or "UN", "BulkDataURI": f"not-included:{size}"}
             continue
         light[tag] = ds[tag]
 

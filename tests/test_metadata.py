@@ -131,7 +131,10 @@ def test_encapsulated_pixel_data_not_dumped(tmp_path, capsys):
     text = convert(testdata("examples_ybr_color.dcm"), tmp_path)
     pixel_lines = [line for line in text.splitlines() if "(7FE0,0010)" in line]
     assert len(pixel_lines) == 1
-    assert re.fullmatch(r"\(7FE0,0010\) OB PixelData +<\d+ bytes, not dumped>", pixel_lines[0])
+    match = re.fullmatch(r"\(7FE0,0010\) OB PixelData +<(\d+) bytes \(encapsulated\), not dumped>", pixel_lines[0])
+    assert match, pixel_lines[0]
+    ds = pydicom.dcmread(testdata("examples_ybr_color.dcm"))
+    assert int(match.group(1)) == len(ds.PixelData)  # the size, known without reading the data
 
 
 # -----------------------------------------------------------------------------

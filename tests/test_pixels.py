@@ -253,3 +253,30 @@ def test_minmax_window_spans_the_whole_clip_not_each_frame():
         assert np.abs(ours.astype(float) - want).max() <= 0.5
     # a per-frame min-max would stretch every frame to full range; the clip's does not
     assert min(int(f.max()) for f in frames) < 255
+
+
+def test_decoding_in_a_helper_process_gives_the_same_outputs(tmp_path, monkeypatch):
+    """Large clips decode in a helper process; force that path on small clips and compare."""
+    names = ("emri_small.dcm", "examples_ybr_color.dcm", "emri_small_RLE.dcm")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in names:
+        (inputs / name).symlink_to(testdata(name))
+    assert dc.main([str(inputs), "-o", str(tmp_path / "alone"), "--no-index", "-j", "1"]) == 0
+    monkeypatch.setattr(dc, "PARALLEL_DECODE_PIXELS", 0)
+    assert dc.main([str(inputs), "-o", str(tmp_path / "helper"), "--no-index", "-j", "1"]) == 0
+    for name in names:
+        for suffix in (".gif", ".mp4", ".txt"):
+            alone = (tmp_path / "alone" / (stem_of(name) + suffix)).read_bytes()
+            assert alone == (tmp_path / "helper" / (stem_of(name) + suffix)).read_bytes(), name + suffix
+
+
+def test_decoder_errors_come_back_from_the_helper_process(tmp_path, monkeypatch, capsys):
+    data = bytearray(testdata("emri_small_jpeg_2k_lossless.dcm").read_bytes())
+    last_frame = data.rindex(b"\xff\x4f\xff\x51")  # SOC + SIZ: the last frame's codestream
+    data[last_frame:last_frame + 4] = b"JUNK"  # frames 1-9 decode, the 10th cannot
+    (tmp_path / "broken.dcm").write_bytes(bytes(data))
+    monkeypatch.setattr(dc, "PARALLEL_DECODE_PIXELS", 0)
+    assert dc.main([str(tmp_path / "broken.dcm"), "-o", str(tmp_path / "out"), "--no-index", "-j", "1"]) == 1
+    assert "FAILED     broken.dcm: cannot decode JPEG 2000" in capsys.readouterr().err
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]

@@ -2087,6 +2087,10 @@ def _convert_task(task: tuple) -> Result:
     try:
         return convert_series(*task) if isinstance(task[0], list) else convert_file(*task)
     except Terminated:  # the temporaries are gone by now; leave before taking another task
+        import multiprocessing
+
+        for helper in multiprocessing.active_children():  # a decoding helper must not outlive us
+            helper.kill()
         os._exit(143)
 
 

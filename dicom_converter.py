@@ -281,10 +281,16 @@ def check_complete(ds: Dataset, path: Path) -> None:
     from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
     from pydicom.uid import UID
 
+    from pydicom.dataelem import RawDataElement
+
     syntax = UID(transfer_syntax_of(ds))
     if not syntax.is_transfer_syntax or syntax.is_deflated:
         return
     size = path.stat().st_size
+    pixels = ds.get_item("PixelData", keep_deferred=True) if "PixelData" in ds else None
+    if (isinstance(pixels, RawDataElement) and pixels.length != 0xFFFFFFFF
+            and pixels.value_tell + pixels.length == size):
+        return  # the usual case: native pixel data is the last element and ends the file
     try:
         with path.open("rb") as fp:
             read_preamble(fp, force=True)
@@ -424,9 +430,16 @@ def decode_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
     from pydicom.uid import UID
 
     syntax = UID(transfer_syntax_of(ds))
-    # Given a path, iter_pixels reads frames straight from the file; a deflated
-    # dataset must be inflated first, which reading it whole does.
-    source = _dcmread(path) if syntax.is_deflated else path
+    # Given a path, iter_pixels reads frames straight from the file (parsing the
+    # header again, 2 ms of a 19 ms CT slice); a small image already read is
+    # decoded from its dataset, and a deflated one must be inflated first,
+    # which reading it whole does.
+    source = path
+    if syntax.is_deflated:
+        source = _dcmread(path)
+    elif ds.get("NumberOfFrames") in (None, "", 1, "1") and not syntax.is_compressed \
+            and getattr(ds, "file_meta", {}).get("TransferSyntaxUID") == syntax:
+        source = ds
     try:
         for frame in iter_pixels(source, transfer_syntax_uid=syntax):
             yield frame
@@ -1187,12 +1200,13 @@ def quantise_colour(frame: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarr
 # that keep it at the PSNR target against the 8-bit frame; the last step of each
 # ladder is exact for grey.  Measured on pydicom's ultrasound cines and a noisy
 # angiography-like clip (tests/test_gif_size.py): colour clips come out under
-# half the size of Pillow's optimize=True GIF; grey clips of 512^2 or less about
-# 0.75 of it (noise limits LZW), larger ones far less after downscaling.
+# half the size of Pillow's optimize=True GIF (the palette cine needed the
+# 31-colour first step: 0.51 without it); grey clips of 512^2 or less about 0.75
+# of it (noise limits LZW), larger ones far less after downscaling.
 GIF_MIN_PSNR_GREY = 45.0    # grey clips are read for subtle contrast: mean error < 1 level
 GIF_MIN_PSNR_COLOUR = 42.0  # colour clips are mostly lossy-JPEG ultrasound already
 GIF_GREY_STEPS = ((32, 2), (64, 1), (128, 1), (255, 0))
-GIF_COLOUR_STEPS = ((63, 4), (127, 3), (255, 2), (255, 0))
+GIF_COLOUR_STEPS = ((31, 4), (63, 4), (127, 3), (255, 2), (255, 0))
 GIF_TRANSPARENT = 255  # palette index meaning "unchanged": never a colour
 
 

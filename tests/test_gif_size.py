@@ -10,7 +10,6 @@ scaled the same way.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest

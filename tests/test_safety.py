@@ -14,7 +14,6 @@ from pathlib import Path
 
 import av
 import pydicom
-import pytest
 from PIL import Image, ImageSequence
 
 from conftest import ROOT, copy_inputs, run_cli, testdata

@@ -350,12 +350,12 @@ def number_of_frames(ds: Dataset) -> int:
     return frames
 
 
-def check_pixel_data_length(ds: Dataset, path: Path) -> None:
+def check_pixel_data_length(ds: Dataset) -> None:
     """Refuse native (uncompressed) pixel data shorter than its image attributes say.
 
-    The length comes from the element header and the file size (the header of
-    a truncated file still claims the full length), so nothing is read;
-    without this check numpy reports a reshape error that tells a user nothing.
+    The length comes from the element header, so nothing is read (a value cut
+    off by the end of the file is `check_complete`'s to find); without this
+    check numpy reports a reshape error that tells a user nothing.
     """
     from pydicom.dataelem import RawDataElement
     from pydicom.pixels.utils import get_expected_length
@@ -365,10 +365,7 @@ def check_pixel_data_length(ds: Dataset, path: Path) -> None:
     if syntax.is_compressed or syntax.is_deflated or "PixelData" not in ds:
         return  # (offsets in a deflated file are offsets in the inflated stream)
     raw = ds.get_item("PixelData", keep_deferred=True)
-    if isinstance(raw, RawDataElement):
-        actual = min(raw.length, path.stat().st_size - raw.value_tell)
-    else:
-        actual = len(raw.value or b"")
+    actual = raw.length if isinstance(raw, RawDataElement) else len(raw.value or b"")
     try:
         expected = get_expected_length(ds, "bytes")
     except Exception:
@@ -901,11 +898,13 @@ def rendered_frames(
 
 def clip_stored_range(frames: Iterable[np.ndarray], attrs_of) -> tuple[list | None, float, float]:
     """One pass over a clip: its modality-value range, and the frames if they fit the cache."""
+    import numpy as np
+
     kept: list | None = []
     kept_bytes = 0
     low, high = float("inf"), float("-inf")
     for index, frame in enumerate(frames):
-        finite = frame if frame.dtype.kind in "ui" else frame[_isfinite(frame)]
+        finite = frame if frame.dtype.kind in "ui" else frame[np.isfinite(frame)]
         if finite.size:
             lo, hi = modality_range(finite.min(), finite.max(), attrs_of(index))
             low, high = min(low, lo), max(high, hi)
@@ -995,12 +994,6 @@ def _render_into_pipe(send, path: Path, ds: Dataset, out_max: int, window) -> No
         send.send(("error", CorruptFile(f"cannot decode pixel data: {_first_line(exc)}")))
     finally:
         send.close()
-
-
-def _isfinite(frame: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    return np.isfinite(frame)
 
 
 # =============================================================================
@@ -1717,14 +1710,28 @@ class Result:
 
 
 def convert_file(source: Path, stem: Path, options: Options) -> Result:
-    """Convert one DICOM file; the one place where per-file errors are caught."""
+    """Convert one DICOM file (see `_caught` for how failures become results)."""
+    def work() -> Result:
+        outputs, message, record = _convert(source, stem, options)
+        status = "metadata" if record.get("Display", "").startswith("metadata only") else "converted"
+        return Result(source, status, outputs, message, record)
+
+    return _caught(source, work)
+
+
+def _caught(source: Path, work) -> Result:
+    """Run one file's (or series') `work`: the one place where its errors are caught.
+
+    Every failure becomes a `Result` with a one-line reason, and pydicom's
+    warnings are appended to the line instead of printed.
+    """
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            outputs, message, record = _convert(source, stem, options)
-        status = "metadata" if record.get("Display", "").startswith("metadata only") else "converted"
-        return Result(source, status, outputs, _with_warnings(message, caught), record)
+            result = work()
+        result.message = _with_warnings(result.message, caught)
+        return result
     except Skipped as exc:
         return Result(source, "skipped", message=str(exc))
     except ConversionError as exc:
@@ -1768,7 +1775,7 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
             check_image_attributes(ds)
             frames_total = number_of_frames(ds)
             check_memory(ds, frames_total, options.max_memory)
-            check_pixel_data_length(ds, source)
+            check_pixel_data_length(ds)
             sixteen = not options.eight_bit and not is_colour(ds) and (frames_total == 1 or options.frame_pngs)
             render = rendered_frames
             if frames_total > 1 and frames_total * int(ds.Rows) * int(ds.Columns) >= PARALLEL_DECODE_PIXELS:
@@ -1893,17 +1900,13 @@ def convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options)
     """One GIF + MP4 (and .txt) of a series of single-frame files, with one window for all.
 
     The window is ``--window``, else the first slice's, else the min–max of
-    the whole series, so the loop does not flicker.  Caught like `convert_file`.
+    the whole series, so the loop does not flicker.
     """
-    try:
+    def work() -> Result:
         outputs, message, record = _convert_series(slices, stem, options)
         return Result(stem, "series", outputs, message, record)
-    except ConversionError as exc:
-        return Result(stem, "failed", message=str(exc))
-    except OSError as exc:
-        return Result(stem, "failed", message=f"cannot write output: {exc.strerror or exc}")
-    except Exception as exc:  # a library bug on odd input must not stop the batch
-        return Result(stem, "failed", message=f"unexpected {type(exc).__name__}: {_first_line(exc)}")
+
+    return _caught(stem, work)
 
 
 def _convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options) -> tuple[list[Path], str, dict]:

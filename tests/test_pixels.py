@@ -113,6 +113,28 @@ def test_lut_of_signed_values_is_indexed_by_unsigned_view():
     assert lut[dc.lut_index(frame)].tolist() == dc.display_values(frame, ds, voi, 65535).tolist()
 
 
+def test_display_luts_kept_between_files_never_mix_their_settings():
+    """LUTs outlive their file (slices share them); any setting that differs must not share one."""
+    frame = np.array([[-100, 0, 40, 99, 1500]], dtype=np.int16)
+    settings = [
+        dict(WindowCenter=40, WindowWidth=400),
+        dict(WindowCenter=40, WindowWidth=400),  # the same again: served from the kept LUT
+        dict(WindowCenter=40, WindowWidth=80),
+        dict(WindowCenter=40, WindowWidth=400, RescaleSlope=2, RescaleIntercept=0),
+        dict(WindowCenter=40, WindowWidth=400, RescaleSlope=1, RescaleIntercept=-1024),
+        dict(WindowCenter=40, WindowWidth=400, PhotometricInterpretation="MONOCHROME1"),
+        dict(WindowCenter=40, WindowWidth=400, VOILUTFunction="SIGMOID"),
+    ]
+    dc._SHARED_LUTS.clear()
+    for attrs in settings:
+        ds = mono(**attrs)
+        for out_max in (255, 65535):
+            voi = dc.choose_voi(ds, None)
+            shown = next(dc.render_grayscale([frame], lambda index: ds, lambda a: voi, out_max))
+            assert shown.tolist() == dc.display_values(frame, ds, voi, out_max).tolist(), (attrs, out_max)
+    assert len(dc._SHARED_LUTS) == 12  # 6 distinct settings x 2 output depths
+
+
 def test_per_frame_functional_groups_override_shared():
     ds = mono()
     shared = Dataset()

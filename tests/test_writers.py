@@ -87,6 +87,23 @@ def test_png_rgb_round_trips_exactly(tmp_path):
         np.testing.assert_array_equal(np.asarray(im), frame)
 
 
+@pytest.mark.parametrize("frame", [
+    np.random.default_rng(1).integers(0, 65536, (33, 17), dtype=np.uint16),
+    np.random.default_rng(2).integers(0, 256, (40, 30), dtype=np.uint8)[::2, 1::3],  # not contiguous
+    np.random.default_rng(3).integers(0, 256, (5, 11, 3), dtype=np.uint8),
+], ids=["grey16", "grey8-strided", "rgb"])
+def test_png_is_read_alike_by_ffmpeg_with_valid_checksums(tmp_path, frame):
+    """The PNG writer is our own (see write_png): a second decoder and the CRCs check it."""
+    write_png(frame, tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as im:
+        im.verify()  # every chunk's CRC
+    with av.open(str(tmp_path / "a.png")) as container:
+        decoded = next(container.decode(video=0))
+    expected_format = {np.dtype(np.uint16): "gray16be", np.dtype(np.uint8): "gray"}.get(frame.dtype)
+    assert decoded.format.name == (expected_format if frame.ndim == 2 else "rgb24")
+    np.testing.assert_array_equal(decoded.to_ndarray(), frame)
+
+
 # -----------------------------------------------------------------------------
 # GIF
 # -----------------------------------------------------------------------------

@@ -43,17 +43,17 @@ if TYPE_CHECKING:  # heavy imports are deferred so that --help answers at once
 DEFAULT_INPUT = "dicom_data"
 DEFAULT_OUTPUT = "output"
 DEFAULT_FPS = Fraction(10)
-# H.264 settings, measured (min PSNR over frames against the 8-bit input) on pydicom's
-# 64^2 noisy MR (emri_small), its ultrasound cine, a noisy 512^2 angiography-like clip
-# and the sample XA run: crf 15 + tune psnr + preset faster gave >= 43 dB on all of
-# them and encoded the 512^2 clip in 0.54 s; PyAV's usual crf 18 / medium gave 36 dB
-# on the small MR (mean error 3 levels) and took 1.6 s.
-DEFAULT_CRF = 15
-X264_PRESET = "faster"
+# H.264 settings, measured (PSNR of each frame against the 8-bit input; the lowest
+# and the mean per clip) on pydicom's 64^2 noisy MR (emri_small), its ultrasound
+# cine, the sample XA run, and the noisy 512^2 and 1024^2 angiography-like clips
+# of bench/.  With tune psnr, preset veryfast at crf 13 gave 41.0-47.5 dB lowest,
+# 42.3-48.5 dB mean, within 0.4 dB of preset faster at crf 15 (the previous
+# default), in 60% of its CPU time (1024^2 x 100: 6.4 s against 10.7 s) for 13%
+# more bytes.  PyAV's usual crf 18 / medium gave 36 dB on the small MR (mean
+# error 3 levels) at 3x faster's time.
+DEFAULT_CRF = 13
+X264_PRESET = "veryfast"
 X264_TUNE = "psnr"  # fidelity to the pixels over psycho-visual sharpening
-# A 10-frame lookahead (faster's default is 20) cut the 1024^2 x 100 run's peak
-# memory by 34 MB at the same speed and size.
-X264_PARAMS = "rc-lookahead=10"
 # GIF frames are scaled to fit this (the MP4 and PNGs keep full size): a 1024^2
 # angiography GIF is a preview, and a quarter of the pixels is a quarter of the bytes.
 DEFAULT_GIF_MAX_SIZE = 512
@@ -415,6 +415,62 @@ def check_image_attributes(ds: Dataset) -> None:
 # 32-bit and float pixel data run the same steps on the frame directly.
 # =============================================================================
 
+# pydicom decodes JPEG Lossless (Process 14, and its Selection Value 1 form) with
+# pylibjpeg-libjpeg or GDCM: both took 54-57 ms per 1024^2 12-bit frame here,
+# 5.4 s of a 100-frame angiography run converted in 9 s.  libjpeg-turbo 3, as
+# bundled by imagecodecs, decodes the same frames bit for bit in 9.8 ms.  It is
+# registered through pydicom's decoding-plugin interface, ahead of pydicom's
+# own plugins, which stay behind it: pydicom falls back to them for any frame it
+# declines (colour, left to pydicom's colour handling) or fails on.
+TURBO_PLUGIN = "libjpeg-turbo"
+TURBO_PLUGIN_MODULE = "dicom_converter_libjpeg_turbo"
+JPEG_LOSSLESS_SYNTAXES = ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")  # Process 14; its SV1 form
+
+
+def use_libjpeg_turbo() -> None:
+    """Put libjpeg-turbo first among pydicom's JPEG Lossless decoders (once; no-op without imagecodecs)."""
+    import types
+
+    if TURBO_PLUGIN_MODULE in sys.modules:
+        return
+    try:
+        import imagecodecs
+    except ImportError:
+        return
+    from pydicom.pixels.decoders import JPEGLosslessDecoder, JPEGLosslessSV1Decoder
+
+    # pydicom imports a plugin by module path and asks it these two questions
+    plugin = types.ModuleType(TURBO_PLUGIN_MODULE)
+    plugin.is_available = lambda uid: bool(imagecodecs.JPEG8.available) and uid in JPEG_LOSSLESS_SYNTAXES
+    plugin.DECODER_DEPENDENCIES = dict.fromkeys(JPEG_LOSSLESS_SYNTAXES, ("imagecodecs",))
+    plugin.decode_frame = decode_jpeg_lossless_frame
+    sys.modules[TURBO_PLUGIN_MODULE] = plugin
+    for decoder in (JPEGLosslessDecoder, JPEGLosslessSV1Decoder):
+        # plugins are tried in the order they were added: take pydicom's own
+        # (as pydicom registers them) out, add ours, then put theirs back
+        theirs = []
+        for name in ("gdcm", "pylibjpeg"):
+            with contextlib.suppress(ValueError):  # not registered in this pydicom
+                decoder.remove_plugin(name)
+                theirs.append(name)
+        decoder.add_plugin(TURBO_PLUGIN, (TURBO_PLUGIN_MODULE, "decode_frame"))
+        for name in theirs:
+            decoder.add_plugin(name, (f"pydicom.pixels.decoders.{name}", "_decode_frame"))
+
+
+def decode_jpeg_lossless_frame(src: bytes, runner) -> bytes:
+    """One greyscale JPEG Lossless frame through libjpeg-turbo, as pydicom's decoders return it."""
+    import imagecodecs
+
+    if runner.samples_per_pixel != 1:
+        raise ValueError("colour is left to pydicom's own decoders")
+    frame = imagecodecs.jpeg8_decode(src)
+    if frame.shape != (runner.rows, runner.columns) or 8 * frame.dtype.itemsize > runner.bits_allocated:
+        raise ValueError(f"decoded a {frame.shape} {frame.dtype} frame, not the "
+                         f"{runner.rows}x{runner.columns} {runner.bits_allocated}-bit one declared")
+    return frame.astype(f"<u{runner.bits_allocated // 8}", copy=False).tobytes()
+
+
 def decode_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
     """Yield the stored values of each frame of `path`, one at a time.
 
@@ -431,6 +487,8 @@ def decode_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
     # header again, 2 ms of a 19 ms CT slice); a small image already read is
     # decoded from its dataset, and a deflated one must be inflated first,
     # which reading it whole does.
+    if syntax in JPEG_LOSSLESS_SYNTAXES:
+        use_libjpeg_turbo()
     source = path
     if syntax.is_deflated:
         source = _dcmread(path)
@@ -938,9 +996,12 @@ def clip_stored_range(frames: Iterable[np.ndarray], attrs_of) -> tuple[list | No
 
 
 # Clips with more pixels than this are decoded in a helper process while this one
-# encodes: measured on a 1024^2 x 100 JPEG Lossless angiography run, decoding
-# (~6 s) and encoding (~8 s) each held one core; pylibjpeg keeps the GIL, so a
-# thread would not overlap them.  Small clips are not worth the fork.
+# encodes: measured on a 1024^2 x 100 JPEG Lossless angiography run when pylibjpeg
+# decoded it, decoding (~6 s) and encoding (~8 s) each held one core, and
+# pylibjpeg keeps the GIL, so a thread would not overlap them.  libjpeg-turbo now
+# decodes that run in 1 s (see `use_libjpeg_turbo`), but the helper still pays
+# for the syntaxes pylibjpeg decodes (JPEG baseline, JPEG-LS, JPEG 2000, RLE).
+# Small clips are not worth the fork.
 PARALLEL_DECODE_PIXELS = 16 * 1024 * 1024
 
 
@@ -1190,8 +1251,8 @@ def fit_within(frame: np.ndarray, max_size: int | None) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX))
 
 
-def grey_levels(frame: np.ndarray, count: int) -> np.ndarray:
-    """At most `count` grey levels for `frame`, placed by its histogram (Lloyd-Max).
+def grey_levels(histogram: np.ndarray, count: int) -> np.ndarray:
+    """At most `count` grey levels for a frame with this 256-bin `histogram` (Lloyd-Max).
 
     A frame with no more distinct values keeps them exactly.  Otherwise the
     levels start at the histogram's quantiles and are refined on the
@@ -1199,7 +1260,7 @@ def grey_levels(frame: np.ndarray, count: int) -> np.ndarray:
     """
     import numpy as np
 
-    histogram = np.bincount(frame.ravel(), minlength=256).astype(np.float64)
+    histogram = histogram.astype(np.float64)
     present = np.flatnonzero(histogram)
     if len(present) <= count:
         return present.astype(np.uint8)
@@ -1214,13 +1275,13 @@ def grey_levels(frame: np.ndarray, count: int) -> np.ndarray:
     return np.unique(np.rint(levels)).astype(np.uint8)
 
 
-def quantise_grey(frame: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Palette indices of `frame` and its grey palette (N x 3, exact greys R=G=B)."""
+def quantise_grey(frame: np.ndarray, count: int, histogram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Palette indices of `frame` (whose 256-bin `histogram` is given) and its grey palette (N x 3, R=G=B)."""
     import numpy as np
 
-    levels = grey_levels(frame, count)
+    levels = grey_levels(histogram, count)
     nearest = np.searchsorted((levels[1:].astype(np.float64) + levels[:-1]) / 2, np.arange(256))
-    return nearest.astype(np.uint8)[frame], np.repeat(levels[:, None], 3, axis=1)
+    return nearest.astype(np.uint8).take(frame), np.repeat(levels[:, None], 3, axis=1)
 
 
 def quantise_colour(frame: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1265,19 +1326,26 @@ def gif_frame_update(frame: np.ndarray, shown: np.ndarray | None):
     """
     import numpy as np
 
-    steps = GIF_GREY_STEPS if frame.ndim == 2 else GIF_COLOUR_STEPS
-    target = GIF_MIN_PSNR_GREY if frame.ndim == 2 else GIF_MIN_PSNR_COLOUR
-    quantise = quantise_grey if frame.ndim == 2 else quantise_colour
+    grey = frame.ndim == 2
+    steps = GIF_GREY_STEPS if grey else GIF_COLOUR_STEPS
+    target = GIF_MIN_PSNR_GREY if grey else GIF_MIN_PSNR_COLOUR
+    if grey:  # the same for every step: computed once
+        histogram = np.bincount(frame.ravel(), minlength=256)
+    if shown is not None:
+        drift = np.abs(frame.astype(np.int16) - shown)
+        drift = drift if grey else drift.max(axis=2)
     for count, threshold in steps:
-        indices, palette = quantise(frame, count)
-        values = palette[indices] if frame.ndim == 3 else palette[indices, 0]
+        if grey:
+            indices, palette = quantise_grey(frame, count, histogram)
+            values = palette[:, 0].take(indices)
+        else:
+            indices, palette = quantise_colour(frame, count)
+            values = palette[indices]
         if shown is None:
             changed, canvas = np.ones(frame.shape[:2], dtype=bool), values
         else:
-            drift = np.abs(frame.astype(np.int16) - shown)
-            changed = (drift.max(axis=2) if frame.ndim == 3 else drift) > threshold
-            canvas = shown.copy()
-            canvas[changed] = values[changed]
+            changed = drift > threshold
+            canvas = np.where(changed if grey else changed[..., None], values, shown)
         if psnr(canvas, frame) >= target:
             break
     return indices, palette, changed, canvas
@@ -1366,8 +1434,7 @@ def mp4_writer(path: Path, rate: Fraction, crf: int):
             stream = state["stream"] = container.add_stream("libx264", rate=rate)
             stream.width, stream.height = frame.shape[1], frame.shape[0]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": X264_PRESET, "tune": X264_TUNE, "profile": "high",
-                              "x264-params": X264_PARAMS}
+            stream.options = {"crf": str(crf), "preset": X264_PRESET, "tune": X264_TUNE, "profile": "high"}
             stream.codec_context.colorspace = av.video.reformatter.Colorspace.ITU601
             stream.codec_context.color_range = av.video.reformatter.ColorRange.MPEG
         image = av.VideoFrame.from_ndarray(
@@ -1867,7 +1934,7 @@ def write_cine(frames, stem: Path, stage, timing: Timing, options: Options, fina
     with contextlib.ExitStack() as stack:
         writers = []
         if options.write_mp4:
-            writers.append(stack.enter_context(mp4_writer(output(".mp4"), timing.rate, options.crf)))
+            writers.append(stack.enter_context(in_own_thread(mp4_writer(output(".mp4"), timing.rate, options.crf))))
         if options.write_gif:
             writers.append(stack.enter_context(gif_writer(output(".gif"), timing.durations_ms, options.gif_max_size)))
         count = 0
@@ -1880,6 +1947,54 @@ def write_cine(frames, stem: Path, stage, timing: Timing, options: Options, fina
             for write in writers:
                 write(frame)
     return count
+
+
+# x264 runs on threads of its own, but its encode call blocks until one is free;
+# the GIF was then waiting behind it.  Fed through a short queue from a thread
+# of its own, the MP4 encodes while this thread builds the GIF (PyAV and Pillow
+# release the GIL while they encode): 7.4 s -> 6.6 s for a 1024^2 x 100 run.
+WRITER_QUEUE_FRAMES = 4
+
+
+@contextlib.contextmanager
+def in_own_thread(writer):
+    """Run the frame writer `writer` (a context manager yielding ``write``) in a thread of its own.
+
+    Yields a ``write(frame)`` that queues the frame; an error in the thread
+    comes back on the next call or at the end.  Frames must not be changed
+    after they are queued.
+    """
+    import queue
+    import threading
+
+    frames: queue.Queue = queue.Queue(maxsize=WRITER_QUEUE_FRAMES)
+    failures: list[BaseException] = []
+
+    with writer as write:
+        def run() -> None:
+            try:
+                while (frame := frames.get()) is not None:
+                    write(frame)
+            except BaseException as exc:
+                failures.append(exc)
+                while frames.get() is not None:  # keep taking, so the producer never blocks
+                    pass
+
+        thread = threading.Thread(target=run, name="writer", daemon=True)
+        thread.start()
+
+        def put(frame) -> None:
+            if failures:
+                raise failures[0]
+            frames.put(frame)
+
+        try:
+            yield put
+        finally:
+            frames.put(None)
+            thread.join()
+        if failures:
+            raise failures[0]
 
 
 # =============================================================================

@@ -18,7 +18,7 @@ from PIL import Image, ImageSequence
 from pydicom.dataset import Dataset
 
 import dicom_converter as dc
-from conftest import testdata
+from conftest import ROOT, testdata
 
 needs_dcmtk = pytest.mark.skipif(shutil.which("dcmj2pnm") is None, reason="DCMTK not installed")
 
@@ -250,6 +250,33 @@ def test_compressed_file_renders_like_its_uncompressed_twin(tmp_path, compressed
 
     for ours, twin in zip(rendered(compressed), rendered(uncompressed), strict=True):
         assert np.abs(ours - twin).mean() <= 0.5
+
+
+@needs_dcmtk
+def test_jpeg_lossless_through_libjpeg_turbo_equals_pydicoms_own_decoder(tmp_path, monkeypatch):
+    """libjpeg-turbo goes first for JPEG Lossless (`use_libjpeg_turbo`): each frame must equal pylibjpeg's."""
+    import imagecodecs
+    from pydicom.pixels import iter_pixels
+
+    files = [testdata(name) for name in ("JPEG-LL.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm", "bad_sequence.dcm",
+                                         "SC_rgb_jpeg_gdcm.dcm")]  # signed 16, 8, 12 bit; colour
+    files.append(ROOT / "dicom_data" / "XA_JPEG_LOSSLESS_SV1.dcm")
+    # DCMTK's encoder, both Process 14 forms, over signed, 14-bit, multi-frame and MONOCHROME1 originals
+    for name in ("CT_small.dcm", "693_UNCR.dcm", "emri_small.dcm", "RG3_UNCR.dcm"):
+        for flag in ("+e1", "+el"):
+            files.append(tmp_path / f"{flag[1:]}_{name}")
+            subprocess.run(["dcmcjpeg", flag, str(testdata(name)), str(files[-1])], check=True)
+    dc.use_libjpeg_turbo()
+    turbo = imagecodecs.jpeg8_decode
+    decoded = []
+    monkeypatch.setattr(imagecodecs, "jpeg8_decode", lambda src: decoded.append(1) or turbo(src))
+    for path in files:
+        ours, theirs = list(iter_pixels(path)), list(iter_pixels(path, decoding_plugin="pylibjpeg"))
+        assert len(ours) == len(theirs), path.name
+        for mine, reference in zip(ours, theirs):
+            assert mine.dtype == reference.dtype and np.array_equal(mine, reference), path.name
+    # every grey frame went through libjpeg-turbo (1+1+1 + 30 + 2x(1+1+10+1)); colour fell back
+    assert len(decoded) == 59
 
 
 def test_segmented_palette_expands_to_colour(tmp_path):

@@ -263,6 +263,33 @@ def test_mp4_rgb_clip_decodes_in_colour(tmp_path):
 # Staged outputs
 # -----------------------------------------------------------------------------
 
+def test_writer_in_own_thread_writes_in_order_and_reports_its_error():
+    import contextlib
+
+    written = []
+
+    @contextlib.contextmanager
+    def writer(fail_at=None):
+        def write(frame):
+            if frame == fail_at:
+                raise OSError(28, "No space left on device")
+            written.append(frame)
+        yield write
+        written.append("closed")
+
+    with dc.in_own_thread(writer()) as write:
+        for frame in range(50):
+            write(frame)
+    assert written == list(range(50)) + ["closed"]
+
+    written.clear()
+    with pytest.raises(OSError, match="No space left"):
+        with dc.in_own_thread(writer(fail_at=3)) as write:
+            for frame in range(200):  # more than the queue holds: must not block after the failure
+                write(frame)
+    assert written == [0, 1, 2]
+
+
 def test_staged_outputs_rename_on_success(tmp_path):
     png, text = tmp_path / "a.png", tmp_path / "sub" / "a.txt"
     with staged_outputs() as stage:

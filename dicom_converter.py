@@ -996,10 +996,19 @@ def clip_stored_range(frames: Iterable[np.ndarray], attrs_of) -> tuple[list | No
 # encodes: measured on a 1024^2 x 100 JPEG Lossless angiography run when pylibjpeg
 # decoded it, decoding (~6 s) and encoding (~8 s) each held one core, and
 # pylibjpeg keeps the GIL, so a thread would not overlap them.  libjpeg-turbo now
-# decodes that run in 1 s (see `use_libjpeg_turbo`), but the helper still pays
-# for the syntaxes pylibjpeg decodes (JPEG baseline, JPEG-LS, JPEG 2000, RLE).
-# Small clips are not worth the fork.
+# decodes that run in 1 s (see `use_libjpeg_turbo`) and the helper gained it
+# nothing but 80 MB of memory, so what libjpeg-turbo decodes stays in process;
+# the helper still pays for the syntaxes pylibjpeg decodes (JPEG baseline,
+# JPEG-LS, JPEG 2000, RLE).  Small clips are not worth the fork.
 PARALLEL_DECODE_PIXELS = 16 * 1024 * 1024
+
+
+def decode_in_helper(ds: Dataset, frames: int) -> bool:
+    """Whether to decode this clip in a helper process (see `PARALLEL_DECODE_PIXELS`)."""
+    if frames < 2 or frames * int(ds.Rows) * int(ds.Columns) < PARALLEL_DECODE_PIXELS:
+        return False
+    turbo = transfer_syntax_of(ds) in JPEG_LOSSLESS_SYNTAXES and str(ds.get("SamplesPerPixel", 1)) == "1"
+    return not turbo
 
 
 def rendered_frames_in_helper(
@@ -1882,9 +1891,7 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
             check_memory(ds, frames_total, options.max_memory)
             check_pixel_data_length(ds)
             sixteen = not options.eight_bit and not is_colour(ds) and (frames_total == 1 or options.frame_pngs)
-            render = rendered_frames
-            if frames_total > 1 and frames_total * int(ds.Rows) * int(ds.Columns) >= PARALLEL_DECODE_PIXELS:
-                render = rendered_frames_in_helper
+            render = rendered_frames_in_helper if decode_in_helper(ds, frames_total) else rendered_frames
             frames, voi_text = render(source, ds, 65535 if sixteen else 255, options.window)
             rendering["Display"] = voi_text
             if frames_total == 1:
@@ -1948,8 +1955,8 @@ def write_cine(frames, stem: Path, stage, timing: Timing, options: Options, fina
 
 # x264 runs on threads of its own, but its encode call blocks until one is free;
 # the GIF was then waiting behind it.  Fed through a short queue from a thread
-# of its own, the MP4 encodes while this thread builds the GIF (PyAV and Pillow
-# release the GIL while they encode): 7.4 s -> 6.6 s for a 1024^2 x 100 run.
+# of its own, the MP4 encodes while this thread builds the GIF (PyAV lets go of
+# the GIL while it waits for x264): 7.4 s -> 6.6 s for a 1024^2 x 100 run.
 WRITER_QUEUE_FRAMES = 4
 
 

@@ -279,6 +279,24 @@ def test_jpeg_lossless_through_libjpeg_turbo_equals_pydicoms_own_decoder(tmp_pat
     assert len(decoded) == 59
 
 
+@needs_dcmtk
+def test_jpeg_lossless_with_a_point_transform_keeps_the_high_bits(tmp_path):
+    """Process 14 may drop Pt low bits (a point transform): the rest must come back in place.
+
+    Found while testing libjpeg-turbo: pylibjpeg 2.x returned one constant value
+    for every pixel of this file, libjpeg-turbo the original less its 2 low bits.
+    """
+    from pydicom.pixels import iter_pixels
+
+    original = pydicom.dcmread(testdata("CT_small.dcm")).pixel_array.astype(np.int64)
+    encoded = tmp_path / "pt2.dcm"
+    subprocess.run(["dcmcjpeg", "+el", "+pt", "2", str(testdata("CT_small.dcm")), str(encoded)], check=True)
+    dc.use_libjpeg_turbo()
+    decoded = next(iter_pixels(encoded)).astype(np.int64)
+    assert 0 <= (original - decoded).min() and (original - decoded).max() <= 3
+    assert (original - decoded).max() > 0  # the low bits really were dropped
+
+
 def test_segmented_palette_expands_to_colour(tmp_path):
     # DCMTK does not support segmented palettes; pydicom's expansion is checked on values
     out = convert(tmp_path, "gdcm-US-ALOKA-16.dcm")

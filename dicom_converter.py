@@ -191,7 +191,7 @@ def output_stem(name: str) -> str:
     return os.fsdecode(encoded[:MAX_STEM_BYTES]) if len(encoded) > MAX_STEM_BYTES else name
 
 
-OUTPUT_SUFFIXES = (".png", ".gif", ".mp4", ".txt")
+OUTPUT_SUFFIXES = (".png", ".gif", ".mp4", ".json", ".txt")  # of one input, the .txt written last
 
 
 def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path, Path, str]]:
@@ -278,10 +278,9 @@ def check_complete(ds: Dataset, path: Path) -> None:
     its pixel data that way.  Walking the top-level element headers again,
     values skipped rather than read, finds where the dataset claims to end.
     """
+    from pydicom.dataelem import RawDataElement
     from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
     from pydicom.uid import UID
-
-    from pydicom.dataelem import RawDataElement
 
     syntax = UID(transfer_syntax_of(ds))
     if not syntax.is_transfer_syntax or syntax.is_deflated:
@@ -313,11 +312,8 @@ def check_complete(ds: Dataset, path: Path) -> None:
 
 def transfer_syntax_of(ds: Dataset) -> str:
     """The Transfer Syntax UID of `ds`, inferred from its encoding when it has no File Meta."""
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
-    from pydicom.uid import UID
-
     from pydicom.dataelem import RawDataElement
+    from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     implicit, little = ds.original_encoding
@@ -751,14 +747,14 @@ def uses_lut(frame: np.ndarray) -> bool:
 # define are kept; a LUT Sequence is keyed by identity, which is valid only
 # while its file is open.
 _SHARED_LUTS: dict[tuple, np.ndarray] = {}
-SHARED_LUTS_KEPT = 16
+SHARED_LUTS_KEPT = 16  # LUTs kept at most (a 16-bit one is 64-128 KB)
 
 
 def render_grayscale(
     frames: Iterable[np.ndarray], attrs_of, voi_of, out_max: int, overlays=()
 ) -> Iterator[np.ndarray]:
     """Render stored greyscale frames for display, one LUT per distinct frame setting."""
-    luts: dict[tuple, np.ndarray] = {}
+    luts: dict[tuple, np.ndarray] = {}  # this call's LUTs from LUT Sequences
     for index, frame in enumerate(frames):
         attrs = attrs_of(index)
         voi = voi_of(attrs)
@@ -766,18 +762,13 @@ def render_grayscale(
             shown = display_values(frame, attrs, voi, out_max)
         else:
             key = (frame.dtype.str, voi, out_max, _lut_key(attrs))
-            lut = luts.get(key)
-            if lut is None:
-                shareable = not (attrs.get("ModalityLUTSequence") or attrs.get("VOILUTSequence"))
-                lut = _SHARED_LUTS.get(key) if shareable else None
-                if lut is None:
-                    lut = grayscale_lut(frame.dtype, attrs, voi, out_max)
-                    if shareable:
-                        if len(_SHARED_LUTS) >= SHARED_LUTS_KEPT:
-                            _SHARED_LUTS.clear()
-                        _SHARED_LUTS[key] = lut
-                luts[key] = lut
-            shown = lut[lut_index(frame)]
+            shareable = not (attrs.get("ModalityLUTSequence") or attrs.get("VOILUTSequence"))
+            cache = _SHARED_LUTS if shareable else luts
+            if key not in cache:
+                if len(cache) >= SHARED_LUTS_KEPT:
+                    cache.clear()
+                cache[key] = grayscale_lut(frame.dtype, attrs, voi, out_max)
+            shown = cache[key][lut_index(frame)]
         yield apply_overlays(shown, index, overlays, out_max) if overlays else shown
 
 
@@ -1405,14 +1396,6 @@ def _write_gif_header(fp, width: int, height: int) -> None:
     fp.write(b"!\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00")  # Netscape loop, 0 = forever
 
 
-def write_gif(frames: Iterable[np.ndarray], path: Path, durations_ms: Iterable[float],
-              max_size: int | None = DEFAULT_GIF_MAX_SIZE) -> None:
-    """A looping animated GIF of 8-bit grey or RGB frames (see `gif_writer`)."""
-    with gif_writer(path, durations_ms, max_size) as write:
-        for frame in frames:
-            write(frame)
-
-
 @contextlib.contextmanager
 def mp4_writer(path: Path, rate: Fraction, crf: int):
     """Stream frames into an H.264 MP4 that browsers play; yields ``write(frame)``.
@@ -1456,16 +1439,6 @@ def mp4_writer(path: Path, rate: Fraction, crf: int):
             container.mux(state["stream"].encode(None))
     finally:
         container.close()
-
-
-def write_mp4(frames: Iterable[np.ndarray], path: Path, rate: Fraction, crf: int) -> int:
-    """An H.264 MP4 of 8-bit grey or RGB frames (see `mp4_writer`); returns the frame count."""
-    count = 0
-    with mp4_writer(path, rate, crf) as write:
-        for frame in frames:
-            write(frame)
-            count += 1
-    return count
 
 
 def write_text(text: str, path: Path) -> None:
@@ -1564,16 +1537,13 @@ def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
     Sequences are indented item by item; private tags are included; bulk and
     long binary values are summarised by their size, never dumped.
     """
-    from pydicom.dataelem import RawDataElement
-
     indent = "  " * depth
     for tag in ds.keys():
         raw = ds.get_item(tag, keep_deferred=True)
         keyword = _keyword_of(tag) or _private_name(ds, tag)
         tag_text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-        deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
-        if keyword in BULK_DATA_KEYWORDS or deferred:
-            size = _length_text(raw, getattr(ds, "filename", None) if depth == 0 else None)
+        size = _bulk_size(raw, keyword, getattr(ds, "filename", None) if depth == 0 else None)
+        if size is not None:
             yield f"{indent}{tag_text} {raw.VR or '??'} {keyword:<32} <{size}, not dumped>"
             continue
         try:
@@ -1588,6 +1558,14 @@ def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
                 yield from dump_dataset(item, depth + 2)
             continue
         yield f"{indent}{tag_text} {element.VR} {keyword:<32} {_value_text(element)}"
+
+
+def _bulk_size(raw, keyword: str, filename=None) -> str | None:
+    """The size of a bulk value or of one still on disk (never read), or None for any other."""
+    from pydicom.dataelem import RawDataElement
+
+    deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
+    return _length_text(raw, filename) if keyword in BULK_DATA_KEYWORDS or deferred else None
 
 
 def _length_text(raw, filename=None) -> str:
@@ -1695,6 +1673,11 @@ def redacted(ds: Dataset, salt: str) -> Dataset:
     return out
 
 
+def as_shown(ds: Dataset, options: Options) -> Dataset:
+    """`ds` as the outputs show it: redacted under ``--redact``, else itself."""
+    return redacted(ds, options.redact_salt) if options.redact_salt else ds
+
+
 def replace_uid(uid: str, salt: str) -> str:
     """A stand-in for an instance UID (a 2.25 UUID-derived UID); registered DICOM UIDs stay."""
     import hashlib
@@ -1728,16 +1711,14 @@ def json_dataset(ds: Dataset) -> dict:
     1 KB are replaced by a BulkDataURI that names their size (there is no
     server to fetch them from), and values still on disk are never read.
     """
-    from pydicom.dataelem import RawDataElement
     from pydicom.dataset import Dataset
 
     light = Dataset()
     notes = {}
     for tag in ds.keys():
         raw = ds.get_item(tag, keep_deferred=True)
-        deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length
-        if _keyword_of(tag) in BULK_DATA_KEYWORDS or deferred:
-            size = _length_text(raw, getattr(ds, "filename", None))
+        size = _bulk_size(raw, _keyword_of(tag), getattr(ds, "filename", None))
+        if size is not None:
             notes[f"{tag:08X}"] = {"vr": raw.VR or "UN", "BulkDataURI": f"not-included:{size}"}
             continue
         light[tag] = ds[tag]
@@ -1909,7 +1890,7 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
                     raise CorruptFile(f"decoded {written} of {frames_total} frames")
         else:
             rendering["Display"] = "metadata only (no pixel data)"
-        shown = redacted(ds, options.redact_salt) if options.redact_salt else ds
+        shown = as_shown(ds, options)
         if options.write_json:
             import json
 
@@ -2101,15 +2082,16 @@ def _convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options
         if written != len(sources):
             raise CorruptFile(f"decoded {written} of {len(sources)} slices")
         finals.append(stem.with_name(stem.name + ".txt"))
-        write_text(series_text([name for _, name in slices], datasets, display, timing, options), stage(finals[-1]))
-    record = index_record(redacted(first, options.redact_salt) if options.redact_salt else first)
+        shown_first = as_shown(first, options)
+        write_text(series_text([name for _, name in slices], shown_first, datasets, display, timing),
+                   stage(finals[-1]))
+    record = index_record(shown_first)
     record.update(frames=str(len(sources)), Display=display, FrameRate=timing.describe())
     return finals, f"{len(sources)} slices, {display}, {timing.describe()}", record
 
 
-def series_text(names: list[str], datasets: list, display: str, timing: Timing, options: Options) -> str:
-    """The series summary and its slices in display order, named as their own outputs are."""
-    first = redacted(datasets[0], options.redact_salt) if options.redact_salt else datasets[0]
+def series_text(names: list[str], first: Dataset, datasets: list, display: str, timing: Timing) -> str:
+    """The series summary (from `first`, redacted if asked) and its slices in display order."""
     lines = ["# Series", f"  {'SeriesNumber':<22} {_text_of(first.get('SeriesNumber', ''))}",
              f"  {'SeriesDescription':<22} {_text_of(first.get('SeriesDescription', ''))}",
              f"  {'Modality':<22} {_text_of(first.get('Modality', ''))}",
@@ -2507,11 +2489,10 @@ def redact_names(planned: list[tuple[Path, Path, str]], output: Path) -> list[tu
 
 def existing_result(source: Path, stem: Path, options: Options) -> Result:
     """What the index needs about a file converted by an earlier run (--skip-existing)."""
-    outputs = [p for p in (stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4", ".json", ".txt"))
-               if p.exists()]
+    outputs = [p for p in (stem.with_name(stem.name + ext) for ext in OUTPUT_SUFFIXES) if p.exists()]
     try:
         ds = read_dataset(source)
-        record = index_record(redacted(ds, options.redact_salt) if options.redact_salt else ds)
+        record = index_record(as_shown(ds, options))
     except ConversionError:
         record = {}
     return Result(source, "converted", outputs, "up to date", record)

@@ -44,3 +44,20 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture
 def converter():
     return dicom_converter
+
+
+def write_gif(frames, path: Path, durations_ms, max_size=dicom_converter.DEFAULT_GIF_MAX_SIZE) -> None:
+    """A GIF of 8-bit frames through the converter's streaming `gif_writer`."""
+    with dicom_converter.gif_writer(path, durations_ms, max_size) as write:
+        for frame in frames:
+            write(frame)
+
+
+def write_mp4(frames, path: Path, rate, crf: int) -> int:
+    """An MP4 of 8-bit frames through the converter's streaming `mp4_writer`; the frame count."""
+    count = 0
+    with dicom_converter.mp4_writer(path, rate, crf) as write:
+        for frame in frames:
+            write(frame)
+            count += 1
+    return count

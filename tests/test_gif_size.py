@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 import dicom_converter as dc
-from conftest import testdata
+from conftest import testdata, write_gif
 
 MIN_PSNR = 40.0
 MAX_RATIO = 0.5
@@ -65,7 +65,7 @@ CLIPS = {
 def test_gif_is_half_of_pillows_at_40_db(tmp_path, name):
     frames = CLIPS[name]()
     path = tmp_path / "ours.gif"
-    dc.write_gif(frames, path, [100] * len(frames))
+    write_gif(frames, path, [100] * len(frames))
     shown = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(Image.open(path))]
     assert len(shown) == len(frames)
     for ours, frame in zip(shown, frames):

@@ -66,6 +66,16 @@ def test_output_equal_to_input_writes_beside_and_never_over_inputs(tmp_path):
     assert {k: tree_hashes(inp)[k] for k in before} == before
 
 
+def test_json_output_never_lands_on_an_input_named_like_it(tmp_path):
+    inp = copy_inputs(tmp_path / "in", "CT_small.dcm")
+    shutil.copy(testdata("MR_small.dcm"), inp / "CT_small.json")  # a DICOM file named like the JSON output
+    before = tree_hashes(inp)
+    run = run_cli(inp, "-o", inp, "--json")
+    assert run.returncode == 0, run.stderr
+    assert {k: tree_hashes(inp)[k] for k in before} == before
+    assert "CT_small.dcm: output renamed to CT_small_2" in run.stdout
+
+
 def test_rerun_gives_identical_outputs(tmp_path):
     inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "emri_small.dcm", "examples_ybr_color.dcm")
     assert run_cli(inp, "-o", tmp_path / "a").returncode == 0

@@ -12,7 +12,8 @@ import pytest
 import dicom_converter as dc
 from PIL import Image, ImageSequence
 
-from dicom_converter import staged_outputs, write_gif, write_mp4, write_png
+from conftest import write_gif, write_mp4
+from dicom_converter import staged_outputs, write_png
 
 
 def grey_ramp(height: int = 16) -> np.ndarray:

@@ -2239,6 +2239,12 @@ class Terminated(BaseException):
 
 
 def _exit_on_signal(signum, frame) -> None:
+    import signal
+
+    # One SIGTERM is enough, and a second must not cut short the clean-up the first
+    # starts: when one worker exits, the pool's manager thread terminates the others
+    # again, and a Terminated raised inside `staged_outputs`' unlinking left a .part.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated
 
 
@@ -2445,6 +2451,8 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
                 report(result)
     except KeyboardInterrupt:
         interrupted = True
+        if output.is_dir():  # the workers are gone: sweep what a worker killed mid-clean-up left
+            remove_orphaned_temporaries(output)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
     if not dicom_files and not interrupted:

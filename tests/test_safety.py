@@ -155,6 +155,55 @@ def test_sigterm_also_stops_cleanly(tmp_path):
     assert_outputs_whole(out)
 
 
+def test_a_worker_cleans_up_after_one_sigterm_even_when_a_second_comes(tmp_path):
+    """The pool terminates surviving workers again when one exits: that second SIGTERM
+    used to interrupt the first one's clean-up and leave a temporary file behind."""
+    script = f"""
+import os, signal, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+import dicom_converter as dc
+dc._worker_init()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+except dc.Terminated:
+    os.kill(os.getpid(), signal.SIGTERM)  # arrives while cleaning up
+    time.sleep(0.1)
+    print("cleaned up")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout.strip()) == (0, "cleaned up"), run.stderr
+
+
+def test_an_interrupted_batch_removes_temporaries_of_dead_workers(tmp_path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for n in range(4):
+        shutil.copy(testdata("color3d_jpeg_baseline.dcm"), inp / f"cine{n}.dcm")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    orphan = out / "sub" / f".{dead}-left.part"  # as a worker killed mid-clean-up leaves it
+    orphan.write_bytes(b"half a file")
+    mine = out / f".{os.getpid()}-live.part"  # a live process's: not ours to delete
+    mine.write_bytes(b"in progress")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(out), "--jobs", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.rglob("*.part"))) < 3:
+        time.sleep(0.05)  # a conversion of ours is under way
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=30)
+    assert process.returncode == 130, stdout
+    assert not orphan.exists()
+    assert mine.read_bytes() == b"in progress"
+    mine.unlink()
+    assert_outputs_whole(out)
+
+
 def test_hostile_and_awkward_names(tmp_path):
     inp = tmp_path / "in"
     (inp / "sub dir").mkdir(parents=True)

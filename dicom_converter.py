@@ -411,39 +411,52 @@ def check_image_attributes(ds: Dataset) -> None:
 # 32-bit and float pixel data run the same steps on the frame directly.
 # =============================================================================
 
-# pydicom decodes JPEG Lossless (Process 14, and its Selection Value 1 form) with
-# pylibjpeg-libjpeg or GDCM: both took 54-57 ms per 1024^2 12-bit frame here,
-# 5.4 s of a 100-frame angiography run converted in 9 s.  libjpeg-turbo 3, as
-# bundled by imagecodecs, decodes the same frames bit for bit in 9.8 ms.  It is
-# registered through pydicom's decoding-plugin interface, ahead of pydicom's
+# pydicom decodes the JPEG syntaxes with pylibjpeg-libjpeg (or GDCM).  For JPEG
+# Lossless both took 54-57 ms per 1024^2 12-bit frame here, 5.4 s of a 100-frame
+# angiography run converted in 9 s; libjpeg-turbo 3, as bundled by imagecodecs,
+# decodes the same frames bit for bit in 9.8 ms.  For JPEG Baseline/Extended it
+# takes 1.1 ms per 640x480 ultrasound frame where pylibjpeg takes 35 ms, and its
+# output equals DCMTK's (dcmdjpeg) on every such file in pydicom's test data, where
+# pylibjpeg's differs by up to 5 levels (chroma upsampling, IDCT rounding).  It
+# also reads NEMA's NM1_JPLY (pydicom's JPEG-lossy.dcm), which pylibjpeg refuses.
+# It is registered through pydicom's decoding-plugin interface, ahead of pydicom's
 # own plugins, which stay behind it: pydicom falls back to them for any frame it
-# declines (colour, left to pydicom's colour handling) or fails on.
+# declines or fails on.  Like theirs, it hands back the colour space the JPEG
+# stream holds (YCbCr for YBR_FULL/YBR_FULL_422, else RGB) and leaves the
+# conversion to RGB to pydicom (PS3.3 C.7.6.3.1.2).
 TURBO_PLUGIN = "libjpeg-turbo"
 TURBO_PLUGIN_MODULE = "dicom_converter_libjpeg_turbo"
 JPEG_LOSSLESS_SYNTAXES = ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")  # Process 14; its SV1 form
+TURBO_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", *JPEG_LOSSLESS_SYNTAXES)  # + Baseline, Extended
+JPEG_STREAM_COLOUR = {"YBR_FULL": "YCBCR", "YBR_FULL_422": "YCBCR", "RGB": "RGB"}  # libjpeg's names
 
 
 def use_libjpeg_turbo() -> None:
-    """Put libjpeg-turbo first among pydicom's JPEG Lossless decoders (once per process)."""
+    """Put libjpeg-turbo first among pydicom's JPEG decoders (once per process)."""
     import types
 
     if TURBO_PLUGIN_MODULE in sys.modules:
         return
     import imagecodecs
-    from pydicom.pixels.decoders import JPEGLosslessDecoder, JPEGLosslessSV1Decoder
+    from pydicom.pixels.decoders import (
+        JPEGBaseline8BitDecoder,
+        JPEGExtended12BitDecoder,
+        JPEGLosslessDecoder,
+        JPEGLosslessSV1Decoder,
+    )
 
     # pydicom imports a plugin by module path and asks it these two questions
     plugin = types.ModuleType(TURBO_PLUGIN_MODULE)
-    plugin.is_available = lambda uid: bool(imagecodecs.JPEG8.available) and uid in JPEG_LOSSLESS_SYNTAXES
-    plugin.DECODER_DEPENDENCIES = dict.fromkeys(JPEG_LOSSLESS_SYNTAXES, ("imagecodecs",))
-    plugin.decode_frame = decode_jpeg_lossless_frame
+    plugin.is_available = lambda uid: bool(imagecodecs.JPEG8.available) and uid in TURBO_SYNTAXES
+    plugin.DECODER_DEPENDENCIES = dict.fromkeys(TURBO_SYNTAXES, ("imagecodecs",))
+    plugin.decode_frame = decode_jpeg_frame
     sys.modules[TURBO_PLUGIN_MODULE] = plugin
-    for decoder in (JPEGLosslessDecoder, JPEGLosslessSV1Decoder):
+    for decoder in (JPEGBaseline8BitDecoder, JPEGExtended12BitDecoder, JPEGLosslessDecoder, JPEGLosslessSV1Decoder):
         # plugins are tried in the order they were added: take pydicom's own
         # (as pydicom registers them) out, add ours, then put theirs back
         theirs = []
-        for name in ("gdcm", "pylibjpeg"):
-            with contextlib.suppress(ValueError):  # not registered in this pydicom
+        for name in ("gdcm", "pylibjpeg", "pillow"):
+            with contextlib.suppress(ValueError):  # not registered for this syntax
                 decoder.remove_plugin(name)
                 theirs.append(name)
         decoder.add_plugin(TURBO_PLUGIN, (TURBO_PLUGIN_MODULE, "decode_frame"))
@@ -451,16 +464,29 @@ def use_libjpeg_turbo() -> None:
             decoder.add_plugin(name, (f"pydicom.pixels.decoders.{name}", "_decode_frame"))
 
 
-def decode_jpeg_lossless_frame(src: bytes, runner) -> bytes:
-    """One greyscale JPEG Lossless frame through libjpeg-turbo, as pydicom's decoders return it."""
+def decode_jpeg_frame(src: bytes, runner) -> bytes:
+    """One JPEG frame through libjpeg-turbo, as pydicom's decoders return it.
+
+    Colour comes back in the stream's own colour space, samples interleaved.
+    A frame whose data stops before the end-of-image marker is decoded as far
+    as it goes (as DCMTK and pylibjpeg do) with a warning, instead of silently.
+    """
     import imagecodecs
 
-    if runner.samples_per_pixel != 1:
-        raise ValueError("colour is left to pydicom's own decoders")
-    frame = imagecodecs.jpeg8_decode(src)
-    if frame.shape != (runner.rows, runner.columns) or 8 * frame.dtype.itemsize > runner.bits_allocated:
+    samples = runner.samples_per_pixel
+    colour = JPEG_STREAM_COLOUR.get(str(runner.photometric_interpretation)) if samples == 3 else None
+    if samples != 1 and colour is None:
+        raise ValueError(f"{samples} samples as {runner.photometric_interpretation} are left to pydicom's decoders")
+    frame = imagecodecs.jpeg8_decode(src, colorspace=colour, outcolorspace=colour)
+    shape = (runner.rows, runner.columns) + ((samples,) if samples > 1 else ())
+    if frame.shape != shape or 8 * frame.dtype.itemsize > runner.bits_allocated:
         raise ValueError(f"decoded a {frame.shape} {frame.dtype} frame, not the "
-                         f"{runner.rows}x{runner.columns} {runner.bits_allocated}-bit one declared")
+                         f"{shape} {runner.bits_allocated}-bit one declared")
+    if not bytes(src[-8:]).rstrip(b"\x00\xff").endswith(b"\xff\xd9"):  # EOI, then any padding
+        warnings.warn("a JPEG frame ends before its end-of-image marker (cut short?): "
+                      "shown as far as it decodes", stacklevel=2)
+    if samples > 1:
+        runner.set_option("planar_configuration", 0)  # interleaved, whatever the file says
     return frame.astype(f"<u{runner.bits_allocated // 8}", copy=False).tobytes()
 
 
@@ -480,7 +506,7 @@ def decode_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
     # header again, 2 ms of a 19 ms CT slice); a small image already read is
     # decoded from its dataset, and a deflated one must be inflated first,
     # which reading it whole does.
-    if syntax in JPEG_LOSSLESS_SYNTAXES:
+    if syntax in TURBO_SYNTAXES:
         use_libjpeg_turbo()
     source = path
     if syntax.is_deflated:
@@ -989,8 +1015,8 @@ def clip_stored_range(frames: Iterable[np.ndarray], attrs_of) -> tuple[list | No
 # pylibjpeg keeps the GIL, so a thread would not overlap them.  libjpeg-turbo now
 # decodes that run in 1 s (see `use_libjpeg_turbo`) and the helper gained it
 # nothing but 80 MB of memory, so what libjpeg-turbo decodes stays in process;
-# the helper still pays for the syntaxes pylibjpeg decodes (JPEG baseline,
-# JPEG-LS, JPEG 2000, RLE).  Small clips are not worth the fork.
+# the helper still pays for the syntaxes pylibjpeg decodes (JPEG-LS, JPEG 2000,
+# RLE).  Small clips are not worth the fork.
 PARALLEL_DECODE_PIXELS = 16 * 1024 * 1024
 
 
@@ -998,8 +1024,7 @@ def decode_in_helper(ds: Dataset, frames: int) -> bool:
     """Whether to decode this clip in a helper process (see `PARALLEL_DECODE_PIXELS`)."""
     if frames < 2 or frames * int(ds.Rows) * int(ds.Columns) < PARALLEL_DECODE_PIXELS:
         return False
-    turbo = transfer_syntax_of(ds) in JPEG_LOSSLESS_SYNTAXES and str(ds.get("SamplesPerPixel", 1)) == "1"
-    return not turbo
+    return transfer_syntax_of(ds) not in TURBO_SYNTAXES
 
 
 def rendered_frames_in_helper(

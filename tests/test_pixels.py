@@ -18,7 +18,7 @@ from PIL import Image, ImageSequence
 from pydicom.dataset import Dataset
 
 import dicom_converter as dc
-from conftest import ROOT, testdata
+from conftest import ROOT, run_cli, testdata
 
 needs_dcmtk = pytest.mark.skipif(shutil.which("dcmj2pnm") is None, reason="DCMTK not installed")
 
@@ -267,16 +267,73 @@ def test_jpeg_lossless_through_libjpeg_turbo_equals_pydicoms_own_decoder(tmp_pat
             files.append(tmp_path / f"{flag[1:]}_{name}")
             subprocess.run(["dcmcjpeg", flag, str(testdata(name)), str(files[-1])], check=True)
     dc.use_libjpeg_turbo()
-    turbo = imagecodecs.jpeg8_decode
-    decoded = []
-    monkeypatch.setattr(imagecodecs, "jpeg8_decode", lambda src: decoded.append(1) or turbo(src))
+    decoded = count_turbo_frames(monkeypatch)
     for path in files:
         ours, theirs = list(iter_pixels(path)), list(iter_pixels(path, decoding_plugin="pylibjpeg"))
         assert len(ours) == len(theirs), path.name
         for mine, reference in zip(ours, theirs):
             assert mine.dtype == reference.dtype and np.array_equal(mine, reference), path.name
-    # every grey frame went through libjpeg-turbo (1+1+1 + 30 + 2x(1+1+10+1)); colour fell back
-    assert len(decoded) == 59
+    # every frame went through libjpeg-turbo: 1+1+1+1 (RGB) + 30 + 2x(1+1+10+1)
+    assert len(decoded) == 60
+
+
+def count_turbo_frames(monkeypatch) -> list:
+    """A list that gets an entry for each frame libjpeg-turbo decodes."""
+    import imagecodecs
+
+    turbo, decoded = imagecodecs.jpeg8_decode, []
+    monkeypatch.setattr(imagecodecs, "jpeg8_decode", lambda src, **kw: decoded.append(1) or turbo(src, **kw))
+    return decoded
+
+
+# Every JPEG Baseline / Extended file in pydicom's test data that DCMTK reads
+# (SC_rgb_jpeg.dcm has a header DCMTK cannot parse).
+JPEG_LOSSY_FILES = (
+    "color3d_jpeg_baseline.dcm", "examples_ybr_color.dcm",  # ultrasound cines, YBR_FULL_422
+    "JPEG-lossy.dcm", "JPGExtended.dcm",  # 12-bit grey; NEMA's NM1_JPLY and pydicom's rewrite of it
+    "SC_jpeg_no_color_transform.dcm", "SC_jpeg_no_color_transform_2.dcm", "SC_rgb_dcmtk_+eb+cr.dcm",
+    "SC_rgb_jpeg_app14_dcmd.dcm",  # RGB in the stream
+    "SC_rgb_dcmtk_+eb+cy+n1.dcm", "SC_rgb_dcmtk_+eb+cy+n2.dcm", "SC_rgb_dcmtk_+eb+cy+s4.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_jpeg_lossy_gdcm.dcm", "SC_rgb_small_odd_jpeg.dcm",  # YBR_FULL
+    "SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_rgb_dcmtk_+eb+cy+s2.dcm",  # YBR_FULL_422
+)
+
+
+@needs_dcmtk
+@pytest.mark.parametrize("name", JPEG_LOSSY_FILES)
+def test_jpeg_baseline_and_extended_decode_as_dcmtk_does(tmp_path, monkeypatch, name):
+    """libjpeg-turbo goes first for lossy JPEG too: every frame equals DCMTK's dcmdjpeg, RGB after pydicom's
+    YBR conversion.  (pylibjpeg differs by up to 5 levels on these, and refuses JPEG-lossy.dcm.)"""
+    from pydicom.pixels import iter_pixels
+
+    reference = tmp_path / "dcmdjpeg.dcm"
+    subprocess.run(["dcmdjpeg", str(testdata(name)), str(reference)], check=True, capture_output=True)
+    theirs = pydicom.dcmread(reference)
+    dc.use_libjpeg_turbo()
+    decoded = count_turbo_frames(monkeypatch)
+    ours = np.stack(list(iter_pixels(testdata(name))))
+    assert ours.shape[0] == len(decoded) == int(theirs.get("NumberOfFrames", 1) or 1)
+    assert np.array_equal(ours.reshape(theirs.pixel_array.shape), theirs.pixel_array)
+
+
+def test_a_jpeg_frame_cut_short_converts_with_a_warning(tmp_path):
+    """Data ending before the end-of-image marker decodes as far as it goes, as viewers show it, but not silently."""
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(testdata("JPGExtended.dcm"))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[: len(frame) * 3 // 4]])
+    ds.save_as(tmp_path / "cut.dcm")
+    shutil.copy(testdata("JPGExtended.dcm"), tmp_path / "whole.dcm")
+    results = {}
+    for stem in ("cut", "whole"):
+        run = run_cli(tmp_path / f"{stem}.dcm", "-o", tmp_path / "out", "--window", "128", "256")
+        assert run.returncode == 0, run.stderr
+        results[stem] = run.stdout
+    assert "warning: a JPEG frame ends before its end-of-image marker" in results["cut"]
+    assert "warning" not in results["whole"]
+    cut, whole = (read_png(tmp_path / "out" / f"{stem}.png") for stem in ("cut", "whole"))
+    assert np.array_equal(cut[:400], whole[:400])  # the top of the image decoded before the data ran out
 
 
 @needs_dcmtk

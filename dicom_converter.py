@@ -482,7 +482,8 @@ def decode_jpeg_frame(src: bytes, runner) -> bytes:
     if frame.shape != shape or 8 * frame.dtype.itemsize > runner.bits_allocated:
         raise ValueError(f"decoded a {frame.shape} {frame.dtype} frame, not the "
                          f"{shape} {runner.bits_allocated}-bit one declared")
-    if not bytes(src[-8:]).rstrip(b"\x00\xff").endswith(b"\xff\xd9"):  # EOI, then any padding
+    tail = bytes(src[-256:]).rstrip(b"\x00\xff")  # the end-of-image marker, then any padding
+    if tail and not tail.endswith(b"\xff\xd9"):
         warnings.warn("a JPEG frame ends before its end-of-image marker (cut short?): "
                       "shown as far as it decodes", stacklevel=2)
     if samples > 1:

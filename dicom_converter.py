@@ -2356,10 +2356,16 @@ def _output_root(tasks) -> Path:
 
 
 def remove_orphaned_temporaries(root: Path) -> None:
-    """Delete temporary files left by workers that died (they carry their worker's pid)."""
+    """Delete temporary files left by workers that died (they carry their worker's pid).
+
+    Only names exactly as `staged_outputs` makes them: the output folder may be
+    the input folder, and a file of the user's is never ours to delete.
+    """
+    import re
+
     for path in root.rglob(".*.part"):
-        pid = path.name[1:].split("-", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        match = re.fullmatch(r"\.(\d+)-[a-z0-9_]{8}\.part", path.name)
+        if match and not _process_alive(int(match[1])):
             with contextlib.suppress(OSError):
                 path.unlink()
 

@@ -184,23 +184,26 @@ def test_an_interrupted_batch_removes_temporaries_of_dead_workers(tmp_path):
     (out / "sub").mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    orphan = out / "sub" / f".{dead}-left.part"  # as a worker killed mid-clean-up leaves it
+    orphan = out / "sub" / f".{dead}-leftover.part"  # as a worker killed mid-clean-up leaves it
+    users = out / f".{dead}-notes.part"  # not a name the converter makes: the user's
+    users.write_bytes(b"keep me")
     orphan.write_bytes(b"half a file")
-    mine = out / f".{os.getpid()}-live.part"  # a live process's: not ours to delete
+    mine = out / f".{os.getpid()}-inflight.part"  # a live process's: not ours to delete
     mine.write_bytes(b"in progress")
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(out), "--jobs", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.rglob("*.part"))) < 3:
+    while time.time() < deadline and len(list(out.rglob("*.part"))) < 4:
         time.sleep(0.05)  # a conversion of ours is under way
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=30)
     assert process.returncode == 130, stdout
     assert not orphan.exists()
-    assert mine.read_bytes() == b"in progress"
+    assert mine.read_bytes() == b"in progress" and users.read_bytes() == b"keep me"
     mine.unlink()
+    users.unlink()
     assert_outputs_whole(out)
 
 

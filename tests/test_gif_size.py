@@ -75,3 +75,39 @@ def test_gif_is_half_of_pillows_at_40_db(tmp_path, name):
         assert dc.psnr(ours, wanted) >= MIN_PSNR
     ratio = path.stat().st_size / pillow_gif_bytes(frames)
     assert ratio <= MAX_RATIO, f"{name}: {ratio:.3f} of Pillow's size"
+
+
+def test_small_colour_marks_keep_their_colour():
+    """A few pixels of a colour of their own (an ECG marker, an icon) must not go to the nearest big box.
+
+    Median cut alone (checked first, so this test is not vacuous) maps them to
+    the smooth background's colours, far off; ours keeps them within
+    GIF_COLOUR_MAX_ERROR in every channel.
+    """
+    rows, cols = np.mgrid[0:96, 0:128]
+    frame = np.stack([60 + rows, 70 + cols // 2, 90 + (rows + cols) // 4], axis=-1).astype(np.uint8)
+    marks = {(10, 10, 3): (0, 200, 0), (40, 100, 4): (40, 60, 220), (80, 20, 2): (230, 20, 20)}
+    for (top, left, size), colour in marks.items():
+        frame[top : top + size, left : left + size] = colour
+    inside = np.zeros(frame.shape[:2], dtype=bool)
+    for top, left, size in marks:
+        inside[top : top + size, left : left + size] = True
+
+    plain = Image.fromarray(frame).quantize(colors=31, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    plain_rgb = np.asarray(plain.convert("RGB"))
+    assert dc.channel_error(plain_rgb, frame)[inside].max() > 100
+
+    indices, palette = dc.quantise_colour(frame, 31)
+    assert len(palette) <= 31 and indices.max() < len(palette)
+    shown = np.take(palette, indices, axis=0)
+    assert dc.channel_error(shown, frame)[inside].max() <= dc.GIF_COLOUR_MAX_ERROR
+    assert dc.psnr(shown, frame) >= dc.psnr(plain_rgb, frame) - 0.5  # the background hardly pays for it
+
+
+def test_ultrasound_gif_keeps_its_overlay_colours(tmp_path):
+    """pydicom's Doppler cine: its blue icon and green marker were grey in the GIF (116 levels off)."""
+    frames = real_clip("examples_ybr_color.dcm")
+    write_gif(frames, tmp_path / "us.gif", [100] * len(frames))
+    shown = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(tmp_path / "us.gif"))]
+    worst = max(int(dc.channel_error(ours, frame).max()) for ours, frame in zip(shown, frames, strict=True))
+    assert worst <= 48, f"a pixel {worst} levels off"

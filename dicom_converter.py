@@ -1340,7 +1340,8 @@ def give_rare_colours_entries(frame: np.ndarray, indices: np.ndarray, palette: n
     """Map the `far` pixels to colours of their own, in place, in the least-used palette entries.
 
     Up to a quarter of the entries (at most 16) are taken; the pixels that
-    used them move to their nearest remaining entry.
+    used one move to the remaining entry nearest to its colour (per entry, not
+    per pixel: 0.3 ms a frame where the nearest entry for each pixel took 3).
     """
     import numpy as np
     from PIL import Image
@@ -1354,11 +1355,10 @@ def give_rare_colours_entries(frame: np.ndarray, indices: np.ndarray, palette: n
     rare_indices = np.asarray(rare)[0]
     freed = np.argsort(np.bincount(indices.ravel(), minlength=len(palette)), kind="stable")[: len(rare_palette)]
     kept = np.setdiff1d(np.arange(len(palette)), freed)
-    moved = np.isin(indices, freed) & ~far
-    if moved.any():  # their nearest kept entry
-        colours = frame[moved].astype(np.int32)
-        distance = ((colours[:, None, :] - palette[kept][None].astype(np.int32)) ** 2).sum(axis=2)
-        indices[moved] = kept[distance.argmin(axis=1)]
+    distance = ((palette[freed, None, :].astype(np.int32) - palette[None, kept, :]) ** 2).sum(axis=2)
+    moved_to = np.arange(len(palette), dtype=indices.dtype)
+    moved_to[freed] = kept[distance.argmin(axis=1)]
+    np.take(moved_to, indices, out=indices)
     palette[freed] = rare_palette
     indices[far] = freed[rare_indices]
 

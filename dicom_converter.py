@@ -1530,8 +1530,12 @@ _UMASK: int | None = None
 
 
 @contextlib.contextmanager
-def staged_outputs() -> Iterator:
-    """Give out temporary paths for outputs; rename them all at the end, or none.
+def staged_outputs(stem: Path) -> Iterator:
+    """Give out temporary paths for the outputs of `stem`; rename them all at the end, or none.
+
+    Yields ``(output, finals)``: ``output(suffix)`` stages the output named
+    `stem` + `suffix` (``".png"``, ``"_frames/0001.png"``) and returns the path
+    to write; `finals` lists the final names in the order they were staged.
 
     Outputs are written as hidden ``.PID-XXXX.part`` files in their own folder
     (so the rename is atomic), and only when the whole file converted are
@@ -1539,8 +1543,10 @@ def staged_outputs() -> Iterator:
     leaves no partial file under a final name.
     """
     staged: list[tuple[Path, Path]] = []
+    finals: list[Path] = []
 
-    def stage(final: Path) -> Path:
+    def output(suffix: str) -> Path:
+        final = Path(f"{stem}{suffix}")
         final.parent.mkdir(parents=True, exist_ok=True)
         # a short unique name: the final name may already be near the 255-byte limit
         # the pid lets the batch clean up after a worker that crashed
@@ -1548,10 +1554,11 @@ def staged_outputs() -> Iterator:
         os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
         os.close(handle)
         staged.append((Path(temp), final))
+        finals.append(final)
         return Path(temp)
 
     try:
-        yield stage
+        yield output, finals
     except BaseException:
         for temp, _ in staged:
             with contextlib.suppress(OSError):
@@ -1931,13 +1938,7 @@ def _with_warnings(message: str, caught: list) -> str:
 def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], str, dict]:
     ds = read_dataset(source)
     rendering: dict[str, str] = {}
-    finals: list[Path] = []
-
-    def output(suffix: str) -> Path:
-        finals.append(stem.with_name(stem.name + suffix))
-        return stage(finals[-1])
-
-    with staged_outputs() as stage:
+    with staged_outputs(stem) as (output, finals):
         if has_pixel_data(ds):
             check_image_attributes(ds)
             frames_total = number_of_frames(ds)
@@ -1957,7 +1958,7 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
             else:
                 timing = frame_timing(ds, frames_total, options.fps)
                 rendering["FrameRate"] = timing.describe()
-                written = write_cine(frames, stem, stage, timing, options, finals)
+                written = write_cine(frames, output, timing, options)
                 if written != frames_total:
                     raise CorruptFile(f"decoded {written} of {frames_total} frames")
         else:
@@ -1976,17 +1977,15 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
     return finals, summary, record
 
 
-def write_cine(frames, stem: Path, stage, timing: Timing, options: Options, finals: list[Path]) -> int:
+def write_cine(frames, output, timing: Timing, options: Options) -> int:
     """GIF, MP4 and (with --frames) a PNG per frame, all fed as each frame is decoded.
+
+    `output` is `staged_outputs`' stager for this file's outputs.
 
     Frames arrive 16-bit when per-frame PNGs want full precision; the GIF and
     MP4 then get the same pixels reduced to 8 bits.
     """
     import numpy as np
-
-    def output(suffix: str, folder: str = "") -> Path:
-        finals.append((stem.with_name(stem.name + folder) / suffix) if folder else stem.with_name(stem.name + suffix))
-        return stage(finals[-1])
 
     with contextlib.ExitStack() as stack:
         writers = []
@@ -1998,7 +1997,7 @@ def write_cine(frames, stem: Path, stage, timing: Timing, options: Options, fina
         for frame in frames:
             count += 1
             if options.frame_pngs:
-                write_png(frame, output(f"{count:04d}.png", "_frames"))
+                write_png(frame, output(f"_frames/{count:04d}.png"))
             if frame.dtype == np.uint16:
                 frame = to_eight_bit(frame, 16)
             for write in writers:
@@ -2148,15 +2147,13 @@ def _convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options
         display = voi.describe()
     timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), len(sources),
                               "--fps" if options.fps else "default for a series")
-    finals: list[Path] = []
-    with staged_outputs() as stage:
-        written = write_cine(frames, stem, stage, timing, dataclasses.replace(options, frame_pngs=False), finals)
+    with staged_outputs(stem) as (output, finals):
+        written = write_cine(frames, output, timing, dataclasses.replace(options, frame_pngs=False))
         if written != len(sources):
             raise CorruptFile(f"decoded {written} of {len(sources)} slices")
-        finals.append(stem.with_name(stem.name + ".txt"))
         shown_first = as_shown(first, options)
         write_text(series_text([name for _, name in slices], shown_first, datasets, display, timing),
-                   stage(finals[-1]))
+                   output(".txt"))
     record = index_record(shown_first)
     record.update(frames=str(len(sources)), Display=display, FrameRate=timing.describe())
     return finals, f"{len(sources)} slices, {display}, {timing.describe()}", record
@@ -2220,10 +2217,9 @@ def write_index(output: Path, entries: list[Result]) -> Path:
                 parts.extend(_index_figure(result, output) for result in results)
                 parts.append("</section>")
     parts.append("</body></html>")
-    final = output / "index.html"
-    with staged_outputs() as stage:
-        write_text("\n".join(parts) + "\n", stage(final))
-    return final
+    with staged_outputs(output / "index") as (stage, finals):
+        write_text("\n".join(parts) + "\n", stage(".html"))
+    return finals[0]
 
 
 def _series_sort_key(item) -> tuple:

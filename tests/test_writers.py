@@ -292,9 +292,10 @@ def test_writer_in_own_thread_writes_in_order_and_reports_its_error():
 
 
 def test_staged_outputs_rename_on_success(tmp_path):
-    png, text = tmp_path / "a.png", tmp_path / "sub" / "a.txt"
-    with staged_outputs() as stage:
-        temp_png, temp_text = stage(png), stage(text)
+    png, text = tmp_path / "a.png", tmp_path / "a_sub" / "a.txt"
+    with staged_outputs(tmp_path / "a") as (output, finals):
+        temp_png, temp_text = output(".png"), output("_sub/a.txt")
+        assert finals == [png, text]
         assert temp_png.parent == png.parent and temp_text.parent == text.parent
         assert temp_png.name.startswith(".") and temp_png.name.endswith(".part")
         temp_png.write_bytes(b"png")
@@ -304,17 +305,17 @@ def test_staged_outputs_rename_on_success(tmp_path):
     assert text.read_text() == "text"
     assert list(tmp_path.rglob("*.part")) == []
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
-        "a.png", "sub/a.txt"
+        "a.png", "a_sub/a.txt"
     ]
 
 
 def test_staged_outputs_leave_nothing_on_error(tmp_path):
     png, gif, text = tmp_path / "a.png", tmp_path / "a.gif", tmp_path / "a.txt"
     with pytest.raises(RuntimeError, match="boom"):
-        with staged_outputs() as stage:
-            stage(png).write_bytes(b"png")
-            stage(gif).write_bytes(b"gif")
-            stage(text)  # handed out but never written
+        with staged_outputs(tmp_path / "a") as (output, _):
+            output(".png").write_bytes(b"png")
+            output(".gif").write_bytes(b"gif")
+            output(".txt")  # handed out but never written
             raise RuntimeError("boom")
     assert not png.exists() and not gif.exists() and not text.exists()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

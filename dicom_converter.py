@@ -1298,17 +1298,20 @@ def grey_levels(histogram: np.ndarray, count: int) -> np.ndarray:
     return np.unique(np.rint(levels)).astype(np.uint8)
 
 
-def quantise_grey(frame: np.ndarray, count: int, histogram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Palette indices of `frame` (whose 256-bin `histogram` is given) and its grey palette (N x 3, R=G=B)."""
+def quantise_grey(frame: np.ndarray, count: int, histogram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Palette indices of `frame` (whose 256-bin `histogram` is given), its grey palette
+    (N x 3, R=G=B), and the grey each pixel is then shown as."""
     import numpy as np
 
     levels = grey_levels(histogram, count)
     nearest = np.searchsorted((levels[1:].astype(np.float64) + levels[:-1]) / 2, np.arange(256))
-    return nearest.astype(np.uint8).take(frame), np.repeat(levels[:, None], 3, axis=1)
+    indices = nearest.astype(np.uint8).take(frame)
+    return indices, np.repeat(levels[:, None], 3, axis=1), levels.take(indices)
 
 
-def quantise_colour(frame: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """Palette indices of an RGB `frame` and its own palette of at most `count` colours.
+def quantise_colour(frame: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Palette indices of an RGB `frame`, its own palette of at most `count` colours, and
+    the colour each pixel is then shown as.
 
     Median cut splits colour space by pixel count, so a colour only a few
     pixels have (an ultrasound's green ECG marker, a blue icon) goes to the
@@ -1322,10 +1325,12 @@ def quantise_colour(frame: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarr
                                             method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     palette = np.frombuffer(image.palette.tobytes(), dtype=np.uint8).reshape(-1, 3)[:count].copy()
     indices = np.asarray(image).copy()
-    far = channel_error(np.take(palette, indices, axis=0), frame) > GIF_COLOUR_MAX_ERROR
+    values = np.take(palette, indices, axis=0)  # 1 ms; palette[indices] takes 3
+    far = channel_error(values, frame) > GIF_COLOUR_MAX_ERROR
     if far.any():
         give_rare_colours_entries(frame, indices, palette, far)
-    return indices, palette
+        values = np.take(palette, indices, axis=0)
+    return indices, palette, values
 
 
 def channel_error(shown: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -1405,11 +1410,9 @@ def gif_frame_update(frame: np.ndarray, shown: np.ndarray | None):
         drift = np.abs(frame.astype(np.int16) - shown) if grey else channel_error(frame, shown)
     for count, threshold in steps:
         if grey:
-            indices, palette = quantise_grey(frame, count, histogram)
-            values = palette[:, 0].take(indices)
+            indices, palette, values = quantise_grey(frame, count, histogram)
         else:
-            indices, palette = quantise_colour(frame, count)
-            values = np.take(palette, indices, axis=0)  # 1 ms; palette[indices] takes 3
+            indices, palette, values = quantise_colour(frame, count)
         if shown is None:
             changed, canvas = np.ones(frame.shape[:2], dtype=bool), values
         else:
@@ -2615,7 +2618,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert DICOM files to PNG (single frame) or GIF + MP4 (multi-frame), "
         "with a metadata .txt beside each, following the DICOM display pipeline.",
         epilog="PNGs are written with the Up row filter and libdeflate level 1: measured on CT, MR, CR and "
-        "ultrasound images, 2-6x faster than Pillow (level 1 or its default 6) for files of about the same size.  Exit status: 0 every DICOM file converted, 1 some failed, "
+        "ultrasound images, 2-6x faster than Pillow (level 1 or its default 6) for files of about the same "
+        "size.  Exit status: 0 every DICOM file converted, 1 some failed, "
         "2 usage error, 130 interrupted (Ctrl-C or SIGTERM; no partial file is left).",
     )
     parser.add_argument("input_path", nargs="?", default=DEFAULT_INPUT,
@@ -2637,7 +2641,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="frames per second for GIF and MP4 (default: the file's own rate, else 10)")
     cine.add_argument("--crf", type=int, default=DEFAULT_CRF, choices=range(0, 52), metavar="0-51",
                       help=f"H.264 quality: lower is better and larger (default {DEFAULT_CRF}: "
-                      ">= 43 dB PSNR, visually lossless; each +6 roughly halves the size)")
+                      "worst frame 41-47.5 dB PSNR on the test clips, visually lossless; each +6 roughly halves the size)")
     cine.add_argument("--gif-max-size", type=int, default=DEFAULT_GIF_MAX_SIZE, metavar="PIXELS",
                       help="scale GIF frames down so the longer side is at most PIXELS "
                       f"(default {DEFAULT_GIF_MAX_SIZE}; 0 keeps full size); PNG and MP4 keep full size")

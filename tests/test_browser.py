@@ -198,24 +198,29 @@ window.failOn = (element, what) => new Promise((_, reject) => {
   }, { once: true });
 });
 
+// `element` as #under-test at the top of the page, loading `src`: resolves on `event`, rejects on error
+window.showUnderTest = async (element, src, event) => {
+  element.id = 'under-test';
+  document.body.prepend(element);
+  const loaded = new Promise(resolve => element.addEventListener(event, resolve, { once: true }));
+  element.src = src;
+  await Promise.race([loaded, failOn(element, src)]);
+  return element;
+};
+
 window.loadVideo = async (src) => {
-  const video = document.createElement('video');
-  video.id = 'under-test';
+  const video = window.video = document.createElement('video');
   video.muted = true;
   video.preload = 'auto';
-  document.body.prepend(video);
-  window.video = video;
-  const loaded = new Promise(resolve => video.addEventListener('loadeddata', resolve, { once: true }));
-  video.src = src;
-  await Promise.race([loaded, failOn(video, src)]);
+  await showUnderTest(video, src, 'loadeddata');
   const seekable = video.seekable.length === 1 ? [video.seekable.start(0), video.seekable.end(0)] : [];
   return { width: video.videoWidth, height: video.videoHeight, duration: video.duration,
            readyState: video.readyState, seekable };
 };
 
-// 'seeked' can fire before the sought frame reaches the compositor (about one seek in
-// fifty, mostly the last frame): drawing then copies the frame shown before.  So wait
-// for the frame itself to be presented, and give its media time to the test.
+// 'seeked' can fire before the sought frame reaches the compositor (here 2 runs in 16
+// drew emri_small's last frame that way): drawing then copies the frame shown before.
+// So wait for the frame itself to be presented, and give its media time to the test.
 window.seekPixels = async (time, width, height) => {
   const seeked = new Promise(resolve => video.addEventListener('seeked', resolve, { once: true }));
   const presented = new Promise(resolve => video.requestVideoFrameCallback((now, frame) => resolve(frame.mediaTime)));
@@ -244,13 +249,7 @@ window.playToEnd = async (rate) => {
 };
 
 window.loadGif = async (src, sample) => {
-  const img = new Image();
-  img.id = 'under-test';
-  document.body.prepend(img);
-  window.img = img;
-  const loaded = new Promise(resolve => img.addEventListener('load', resolve, { once: true }));
-  img.src = src;
-  await Promise.race([loaded, failOn(img, src)]);
+  const img = window.img = await showUnderTest(new Image(), src, 'load');
   const width = img.naturalWidth, height = img.naturalHeight;
   // drawImage of an animated <img> draws its first frame (HTML canvas spec)
   const first = canvasPixels(img, width, height);

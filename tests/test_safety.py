@@ -111,20 +111,32 @@ def test_declared_pixel_data_over_the_memory_limit_is_refused_before_decoding(tm
     assert small.returncode == 1 and "pixel data of 0 MB (128x128, 1 frames)" in small.stderr
 
 
-def test_interrupted_run_stops_promptly_and_leaves_only_whole_files(tmp_path):
+def start_cine_batch(tmp_path: Path, cines: int, jobs: int, **popen) -> tuple[subprocess.Popen, Path]:
+    """The converter on `cines` copies of a 120-frame 640x480 cine (long enough to
+    interrupt mid-file), started in the background; the process and its output folder."""
     inp = tmp_path / "in"
     inp.mkdir()
-    for n in range(8):  # 120-frame 640x480 cines: long enough to interrupt mid-file
+    for n in range(cines):
         shutil.copy(testdata("color3d_jpeg_baseline.dcm"), inp / f"cine{n}.dcm")
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(out), "--jobs", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        [sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(out), "--jobs", str(jobs)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
     )
+    return process, out
+
+
+def wait_for_temporaries(out: Path, count: int = 1) -> None:
+    """Until `count` .part files are under `out`: a conversion is under way."""
     deadline = time.time() + 120
-    while time.time() < deadline and not list(out.rglob("*.part")):
-        time.sleep(0.05)  # wait until a conversion is under way
+    while time.time() < deadline and len(list(out.rglob("*.part"))) < count:
+        time.sleep(0.05)
+
+
+def test_interrupted_run_stops_promptly_and_leaves_only_whole_files(tmp_path):
+    process, out = start_cine_batch(tmp_path, 8, 2, start_new_session=True,
+                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_for_temporaries(out)
     time.sleep(0.5)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
     stdout, stderr = process.communicate(timeout=30)
@@ -136,18 +148,8 @@ def test_interrupted_run_stops_promptly_and_leaves_only_whole_files(tmp_path):
 
 
 def test_sigterm_also_stops_cleanly(tmp_path):
-    inp = tmp_path / "in"
-    inp.mkdir()
-    for n in range(6):
-        shutil.copy(testdata("color3d_jpeg_baseline.dcm"), inp / f"cine{n}.dcm")
-    out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(out), "--jobs", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(out.rglob("*.part")):
-        time.sleep(0.05)
+    process, out = start_cine_batch(tmp_path, 6, 1)
+    wait_for_temporaries(out)
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=30)
     assert process.returncode == 130
@@ -176,10 +178,6 @@ except dc.Terminated:
 
 
 def test_an_interrupted_batch_removes_temporaries_of_dead_workers(tmp_path):
-    inp = tmp_path / "in"
-    inp.mkdir()
-    for n in range(4):
-        shutil.copy(testdata("color3d_jpeg_baseline.dcm"), inp / f"cine{n}.dcm")
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -190,13 +188,8 @@ def test_an_interrupted_batch_removes_temporaries_of_dead_workers(tmp_path):
     orphan.write_bytes(b"half a file")
     mine = out / f".{os.getpid()}-inflight.part"  # a live process's: not ours to delete
     mine.write_bytes(b"in progress")
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(out), "--jobs", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.rglob("*.part"))) < 4:
-        time.sleep(0.05)  # a conversion of ours is under way
+    process, _ = start_cine_batch(tmp_path, 4, 1)
+    wait_for_temporaries(out, 4)  # the three above, and one of this run's
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=30)
     assert process.returncode == 130, stdout

@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import os
 import secrets
 import sys
-import tempfile
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -81,6 +81,19 @@ LONG_MULTI_VALUES = 16
 # Decoded frames of a clip are kept between the range pass and the render pass
 # when they fit in this many bytes; larger clips are decoded a second time.
 CLIP_CACHE_BYTES = 256 * 1024 * 1024
+
+# Settings read from the environment, here and nowhere else.  They are for tests
+# and CI, not for users: an environment variable reaches worker and helper
+# processes under every start method, where a monkeypatch in the test process
+# reaches only forked ones.
+ENV_START_METHOD = "DICOM_CONVERTER_START_METHOD"  # fork | forkserver | spawn; unset: the platform's default
+ENV_HELPER_PIXELS = "DICOM_CONVERTER_HELPER_PIXELS"  # clips above this many pixels decode in a helper process
+ENV_CRASH_ON = "DICOM_CONVERTER_CRASH_ON"  # decoding an input of this file name crashes (a real SIGSEGV)
+
+
+def environment_setting(name: str) -> str | None:
+    """The value of one of the ENV_* settings above, or None when unset or empty."""
+    return os.environ.get(name) or None
 
 
 class ConversionError(Exception):
@@ -175,8 +188,49 @@ def looks_like_dicom(path: Path) -> bool:
     )
 
 
+# Names must be valid on every file system a CD's outputs are copied to; Windows'
+# rules are the strictest (Microsoft's "Naming Files, Paths, and Namespaces"):
+# these device names are reserved with or without an extension (``CON.png``),
+# as are the superscript-digit ports Windows 11 added; no name may hold
+# ``<>:"/\|?*`` or a control character, or end in a dot or space.  Undecodable
+# bytes (surrogate escapes of a Linux file name) are no name on macOS or Windows.
+WINDOWS_RESERVED_NAMES = frozenset(
+    {"CON", "PRN", "AUX", "NUL"} | {f"{port}{n}" for port in ("COM", "LPT") for n in "123456789\u00b9\u00b2\u00b3"}
+)
+UNPORTABLE_CHARACTERS = r'[<>:"/\\|?*\x00-\x1f\x7f\ud800-\udfff]'
+
+
+def portable_name(name: str, max_bytes: int = MAX_STEM_BYTES) -> str:
+    """`name` as NTFS, APFS, HFS+, FAT and ext4 all accept it, at most `max_bytes` of UTF-8.
+
+    Unportable characters become ``_``; a long name is cut between characters,
+    never inside one; a reserved device name gets ``_`` after its base
+    (``CON.tar`` -> ``CON_.tar``).
+    """
+    import re
+
+    name = re.sub(UNPORTABLE_CHARACTERS, "_", name)
+    name = name.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")  # a cut character is dropped whole
+    name = name.rstrip(" .") or "_"
+    base, dot, rest = name.partition(".")
+    if base.rstrip(" ").upper() in WINDOWS_RESERVED_NAMES:
+        name = f"{base.rstrip(' ')}_{dot}{rest}"
+    return name
+
+
+def name_key(path: Path | str) -> str:
+    """What two paths are compared by: the same key means the same file on some file system.
+
+    APFS and NTFS ignore case, and APFS (like HFS+) also Unicode normalisation:
+    ``IM1``/``im1`` and ``café`` in NFC/NFD must never be two outputs.
+    """
+    import unicodedata
+
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", str(path)).casefold())
+
+
 def output_stem(name: str) -> str:
-    """The output stem for an input file name: `name` less a DICOM suffix.
+    """The output stem for an input file name: `name` less a DICOM suffix, made portable.
 
     Names near the file system's 255-byte limit are shortened so that ``_2``
     and ``.mp4`` still fit.  Only the input's name is used, never a DICOM
@@ -187,38 +241,48 @@ def output_stem(name: str) -> str:
         if lowered.endswith(suffix) and len(name) > len(suffix):
             name = name[: -len(suffix)]
             break
-    encoded = os.fsencode(name)
-    return os.fsdecode(encoded[:MAX_STEM_BYTES]) if len(encoded) > MAX_STEM_BYTES else name
+    return portable_name(name)
 
 
 OUTPUT_SUFFIXES = (".png", ".gif", ".mp4", ".json", ".txt")  # of one input, the .txt written last
+FRAMES_SUFFIX = "_frames"  # --frames writes STEM_frames/0001.png …
 
 
 def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path, Path, str]]:
     """Pair each input with a unique output stem path under `output`.
 
-    The input tree is mirrored; two inputs whose stems coincide (``a`` and
-    ``a.dcm``) do not overwrite each other: the later one in sorted order
-    gets ``STEM_2`` (``_3``…).  No output may land on an input file (possible
-    when OUTPUT is the input folder: a DICOM file named ``IM1.txt`` beside
-    ``IM1``).  Names are compared case-insensitively because outputs are
-    often copied to case-insensitive file systems.
-    Returns ``(input, stem path, note)`` where the note says about a rename.
+    The input tree is mirrored, each folder name made portable.  Two inputs
+    whose stems coincide (``a`` and ``a.dcm``) do not overwrite each other:
+    the later one in sorted order gets ``STEM_2`` (``_3``…).  A stem is
+    also moved aside when one of its outputs (``STEM.png``, the folder
+    ``STEM_frames``) would land on an input file (possible when OUTPUT is the
+    input folder: a DICOM file named ``IM1.txt`` beside ``IM1``) or on a
+    folder the mirrored tree needs.  Names are compared by `name_key`, since
+    outputs are often copied to case- and normalisation-insensitive file
+    systems.  Returns ``(input, stem path, note)``; the note tells of a rename.
     """
     base = root if root.is_dir() else root.parent
-    inputs = {str(path).casefold() for path in files}
+    folders = {path.parent: output.joinpath(*(portable_name(part) for part in path.parent.relative_to(base).parts))
+               for path in files}
+    inputs = {name_key(path) for path in files}
+    needed_folders = {name_key(folder) for out in folders.values() for folder in (out, *out.parents)}
     taken: set[str] = set()
+
+    def clashes(stem: Path) -> bool:
+        files_of = [name_key(f"{stem}{suffix}") for suffix in OUTPUT_SUFFIXES]
+        frames = name_key(f"{stem}{FRAMES_SUFFIX}")
+        return (name_key(stem) in taken or frames in needed_folders or frames in inputs
+                or any(key in inputs or key in needed_folders for key in files_of))
+
     planned = []
     for path in sorted(files):
-        folder = output / path.parent.relative_to(base)
+        folder = folders[path.parent]
         stem = output_stem(path.name)
         candidate, n = stem, 1
-        while str(folder / candidate).casefold() in taken or any(
-            str(folder / (candidate + suffix)).casefold() in inputs for suffix in OUTPUT_SUFFIXES
-        ):
+        while clashes(folder / candidate):
             n += 1
             candidate = f"{stem}_{n}"
-        taken.add(str(folder / candidate).casefold())
+        taken.add(name_key(folder / candidate))
         note = f"output renamed to {candidate} (name {stem} already taken)" if n > 1 else ""
         planned.append((path, folder / candidate, note))
     return planned
@@ -515,6 +579,10 @@ def decode_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
     elif ds.get("NumberOfFrames") in (None, "", 1, "1") and not syntax.is_compressed \
             and getattr(ds, "file_meta", {}).get("TransferSyntaxUID") == syntax:
         source = ds
+    if path.name == environment_setting(ENV_CRASH_ON):
+        import faulthandler
+
+        faulthandler._sigsegv()  # for the tests: a crash in C, as a decoder's on damaged data
     try:
         for frame in iter_pixels(source, transfer_syntax_uid=syntax):
             yield frame
@@ -1023,7 +1091,8 @@ PARALLEL_DECODE_PIXELS = 16 * 1024 * 1024
 
 def decode_in_helper(ds: Dataset, frames: int) -> bool:
     """Whether to decode this clip in a helper process (see `PARALLEL_DECODE_PIXELS`)."""
-    if frames < 2 or frames * int(ds.Rows) * int(ds.Columns) < PARALLEL_DECODE_PIXELS:
+    threshold = int(environment_setting(ENV_HELPER_PIXELS) or PARALLEL_DECODE_PIXELS)
+    if frames < 2 or frames * int(ds.Rows) * int(ds.Columns) < threshold:
         return False
     return transfer_syntax_of(ds) not in TURBO_SYNTAXES
 
@@ -1031,16 +1100,23 @@ def decode_in_helper(ds: Dataset, frames: int) -> bool:
 def rendered_frames_in_helper(
     path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None
 ) -> tuple[Iterator[np.ndarray], str]:
-    """`rendered_frames`, run in a forked helper process that sends frames through a pipe.
+    """`rendered_frames`, run in a helper process that sends frames through a pipe.
 
-    The helper's errors come back as the same `ConversionError`; if this
-    process stops (an error in an encoder, Ctrl-C), the helper is ended.
+    The helper is always spawned, whatever the pool's start method: a forked
+    helper inherits every descriptor of its worker, the pool's pipes among
+    them, so a worker killed while its helper ran (the OOM killer) stayed
+    "alive" to the pool and the batch hung (2 of 4 tries), the helper blocked
+    on a pipe no one read.  A spawned helper holds only its end of its pipe:
+    when the worker dies, its next write fails and it exits.  It reads the
+    dataset itself (plain values cross the process boundary); its errors come
+    back as the same `ConversionError`; if this process stops (an error in an
+    encoder, Ctrl-C), the helper is ended.
     """
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    helper = context.Process(target=_render_into_pipe, args=(send, path, ds, out_max, window), daemon=True)
+    helper = context.Process(target=_render_into_pipe, args=(send, path, out_max, window), daemon=True)
     helper.start()
     send.close()
     try:
@@ -1075,7 +1151,7 @@ def rendered_frames_in_helper(
     return frames(), payload
 
 
-def _render_into_pipe(send, path: Path, ds: Dataset, out_max: int, window) -> None:
+def _render_into_pipe(send, path: Path, out_max: int, window) -> None:
     """In the helper: render every frame and send it; errors are sent, not raised."""
     import signal
 
@@ -1084,16 +1160,21 @@ def _render_into_pipe(send, path: Path, ds: Dataset, out_max: int, window) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the converting process decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        frames, description = rendered_frames(path, ds, out_max, window)
-        send.send(("description", description))
-        for frame in frames:
-            send.send(("frame", (frame.shape, frame.dtype.str)))
-            send.send_bytes(np.ascontiguousarray(frame).reshape(-1).view(np.uint8))
-        send.send(("end", None))
-    except ConversionError as exc:
-        send.send(("error", exc))
-    except Exception as exc:
-        send.send(("error", CorruptFile(f"cannot decode pixel data: {_first_line(exc)}")))
+        try:
+            frames, description = rendered_frames(path, read_dataset(path), out_max, window)
+            send.send(("description", description))
+            for frame in frames:
+                send.send(("frame", (frame.shape, frame.dtype.str)))
+                send.send_bytes(np.ascontiguousarray(frame).reshape(-1).view(np.uint8))
+            send.send(("end", None))
+        except ConnectionError:
+            raise
+        except ConversionError as exc:
+            send.send(("error", exc))
+        except Exception as exc:
+            send.send(("error", CorruptFile(f"cannot decode pixel data: {_first_line(exc)}")))
+    except ConnectionError:  # the worker is gone (killed): there is no one to tell
+        pass
     finally:
         send.close()
 
@@ -1517,19 +1598,47 @@ def mp4_writer(path: Path, rate: Fraction, crf: int):
 
 
 def write_text(text: str, path: Path) -> None:
-    path.write_text(text, encoding="utf-8")
+    """UTF-8 with ``\\n`` line ends on every platform (Windows' text mode would write ``\\r\\n``)."""
+    path.write_text(text, encoding="utf-8", newline="\n")
 
 
-def _umask() -> int:
-    """The process umask (read by setting it, so read once)."""
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return _UMASK
+# Temporary outputs are named ``.dicom-converter-PID-STARTED-RANDOM.part``: the
+# owner's process id and its start time (centiseconds since the epoch, psutil's
+# create_time), so a sweep after a crash deletes only what a dead process of
+# ours left, even when its pid has since been reused by another process.
+TEMPORARY_PREFIX = ".dicom-converter-"
+TEMPORARY_NAME = r"\.dicom-converter-(\d+)-(\d+)-[0-9a-f]{8}\.part"
 
 
-_UMASK: int | None = None
+@functools.lru_cache(maxsize=None)
+def _process_tag(pid: int) -> str:
+    """``PID-STARTED`` of process `pid`, cached by pid so a forked child computes its own."""
+    import psutil
+
+    return f"{pid}-{round(psutil.Process(pid).create_time() * 100)}"
+
+
+def windows_path_limit() -> int | None:
+    """The longest path Windows lets this process use, or None where there is no such limit.
+
+    260 characters (MAX_PATH, the terminating NUL included) unless long paths
+    are enabled in the registry, which Python (whose manifest opts in) then honours.
+    """
+    if sys.platform != "win32":
+        return None
+    import winreg
+
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SYSTEM\CurrentControlSet\Control\FileSystem") as key:
+            if winreg.QueryValueEx(key, "LongPathsEnabled")[0] == 1:
+                return None
+    except OSError:
+        pass
+    return 259
+
+
+class OutputPathTooLong(ConversionError):
+    """An output path longer than the platform allows."""
 
 
 @contextlib.contextmanager
@@ -1540,35 +1649,49 @@ def staged_outputs(stem: Path) -> Iterator:
     `stem` + `suffix` (``".png"``, ``"_frames/0001.png"``) and returns the path
     to write; `finals` lists the final names in the order they were staged.
 
-    Outputs are written as hidden ``.PID-XXXX.part`` files in their own folder
-    (so the rename is atomic), and only when the whole file converted are
-    they renamed to their final names: a failed or interrupted conversion
-    leaves no partial file under a final name.
+    Outputs are written as hidden ``.part`` files in their own folder (so the
+    rename is atomic), and only when the whole file converted are they renamed
+    to their final names.  If a rename fails (a folder in the way) or is
+    interrupted, those already renamed are removed again: a failed or
+    interrupted conversion leaves no file under a final name.
     """
     staged: list[tuple[Path, Path]] = []
     finals: list[Path] = []
+    limit = windows_path_limit()
 
     def output(suffix: str) -> Path:
         final = Path(f"{stem}{suffix}")
+        if limit is not None and len(str(final.absolute())) > limit:
+            raise OutputPathTooLong(f"output path {final.name} would be {len(str(final.absolute()))} characters, "
+                                    f"more than Windows allows ({limit}): choose a shorter -o, or enable long "
+                                    f"paths in Windows")
         final.parent.mkdir(parents=True, exist_ok=True)
-        # a short unique name: the final name may already be near the 255-byte limit
-        # the pid lets the batch clean up after a worker that crashed
-        handle, temp = tempfile.mkstemp(dir=final.parent, prefix=f".{os.getpid()}-", suffix=".part")
-        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
-        os.close(handle)
-        staged.append((Path(temp), final))
+        # a short name of its own: the final name may already be near the 255-byte limit
+        while True:
+            temp = final.parent / f"{TEMPORARY_PREFIX}{_process_tag(os.getpid())}-{secrets.token_hex(4)}.part"
+            try:  # mode 0666 less the umask, as for any new file (mkstemp would make it 0600)
+                os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
+                break
+            except FileExistsError:
+                continue
+        staged.append((temp, final))
         finals.append(final)
-        return Path(temp)
+        return temp
 
+    renamed: list[Path] = []
     try:
         yield output, finals
+        for temp, final in staged:
+            try:
+                os.replace(temp, final)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, final.name) from None
+            renamed.append(final)
     except BaseException:
-        for temp, _ in staged:
+        for path in renamed + [temp for temp, _ in staged[len(renamed):]]:
             with contextlib.suppress(OSError):
-                temp.unlink()
+                path.unlink()
         raise
-    for temp, final in staged:
-        os.replace(temp, final)
 
 
 # =============================================================================
@@ -1885,6 +2008,13 @@ class Result:
     message: str = ""
     record: dict = dataclasses.field(default_factory=dict)
 
+    def frame_pngs(self) -> list[Path]:
+        """The outputs in this file's ``STEM_frames`` folder (the .txt, always the last output, gives STEM)."""
+        if not self.outputs:
+            return []
+        folder = self.outputs[-1].with_name(self.outputs[-1].stem + FRAMES_SUFFIX)
+        return [path for path in self.outputs if path.parent == folder]
+
 
 def convert_file(source: Path, stem: Path, options: Options) -> Result:
     """Convert one DICOM file (see `_caught` for how failures become results)."""
@@ -1916,7 +2046,8 @@ def _caught(source: Path, work) -> Result:
     except MemoryError:
         return Result(source, "failed", message="not enough memory to convert this file")
     except OSError as exc:
-        return Result(source, "failed", message=f"cannot write output: {exc.strerror or exc}")
+        name = f" {exc.filename}" if exc.filename and not str(exc.filename).endswith(".part") else ""
+        return Result(source, "failed", message=f"cannot write output{name}: {exc.strerror or exc}")
     except Exception as exc:  # a library bug on odd input must not stop the batch
         return Result(source, "failed", message=f"unexpected {type(exc).__name__}: {_first_line(exc)}")
 
@@ -1970,9 +2101,8 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
         if options.write_json:
             import json
 
-            output(".json").write_text(json.dumps(json_dataset(shown), indent=1, ensure_ascii=False,
-                                                  allow_nan=False),
-                                       encoding="utf-8")
+            write_text(json.dumps(json_dataset(shown), indent=1, ensure_ascii=False, allow_nan=False),
+                       output(".json"))
         write_text(metadata_text(shown, rendering), output(".txt"))
         # everything that can fail happens before the outputs take their final names
         record = {**index_record(shown), **rendering}
@@ -2000,7 +2130,7 @@ def write_cine(frames, output, timing: Timing, options: Options) -> int:
         for frame in frames:
             count += 1
             if options.frame_pngs:
-                write_png(frame, output(f"_frames/{count:04d}.png"))
+                write_png(frame, output(f"{FRAMES_SUFFIX}/{count:04d}.png"))
             if frame.dtype == np.uint16:
                 frame = to_eight_bit(frame, 16)
             for write in writers:
@@ -2095,7 +2225,7 @@ def slice_order(result: Result) -> tuple:
 
 
 def series_stem(group: list[Result], taken: set[str]) -> Path:
-    """``OUTPUT/<folder of the first slice>/<SeriesNumber>_<description>``, sanitised and unique."""
+    """``OUTPUT/<folder of the first slice>/<SeriesNumber>_<description>``, portable and unique."""
     import re
 
     record = group[0].record
@@ -2104,10 +2234,10 @@ def series_stem(group: list[Result], taken: set[str]) -> Path:
     name = re.sub(r"[^\w.-]+", "_", f"{number}_{description}", flags=re.UNICODE).strip("._") or "series"
     folder = group[0].outputs[-1].parent  # where the first slice's outputs went (names redacted if asked)
     candidate, n = output_stem(name), 1
-    while str(folder / candidate).casefold() in taken:
+    while name_key(folder / candidate) in taken:
         n += 1
         candidate = f"{output_stem(name)}_{n}"
-    taken.add(str(folder / candidate).casefold())
+    taken.add(name_key(folder / candidate))
     return folder / candidate
 
 
@@ -2238,8 +2368,9 @@ def _index_figure(result: Result, output: Path) -> str:
         return escape(quote(path.relative_to(output).as_posix()))
 
     by_suffix: dict[str, Path] = {}
+    frame_pngs = set(result.frame_pngs())
     for path in result.outputs:
-        if not path.parent.name.endswith("_frames"):  # per-frame PNGs are not thumbnails
+        if path not in frame_pngs:  # per-frame PNGs are not thumbnails
             by_suffix.setdefault(path.suffix, path)
     r = result.record
     media = []
@@ -2290,23 +2421,58 @@ def _head(path: Path, size: int = 4096) -> str:
         return f.read(size).decode("utf-8", "replace")
 
 
+def process_context():
+    """The multiprocessing context for the worker pool: the platform's default start method.
+
+    That is fork on Linux up to Python 3.13 (a worker starts in milliseconds,
+    where a spawned one imports numpy and pydicom again), forkserver from 3.14,
+    spawn on macOS (Apple's frameworks, which PyAV's wheel links, do not
+    survive a fork) and Windows (which has nothing else).  Nothing a worker
+    needs is inherited: `_worker_init` sets its signals, and decoders and LUT
+    caches are set up on first use in each process.  ENV_START_METHOD chooses
+    another, so that tests run the pool under each.
+    """
+    import multiprocessing
+
+    return multiprocessing.get_context(environment_setting(ENV_START_METHOD))
+
+
+def default_jobs() -> int:
+    """The cores this process may use; at most 61 on Windows, where a process pool takes no more."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(usable, WINDOWS_MAX_WORKERS) if sys.platform == "win32" else usable
+
+
+# concurrent.futures refuses more workers on Windows (WaitForMultipleObjects
+# waits on at most 64 handles, 3 of which the pool needs itself).
+WINDOWS_MAX_WORKERS = 61
+
+
 def _worker_init() -> None:
     """In pool workers: leave Ctrl-C to the parent, and turn SIGTERM into a clean exit.
 
-    The parent stops the batch by terminating its workers; `Terminated` unwinds
-    through `staged_outputs`, which deletes the worker's temporary files.
+    On POSIX the parent stops the batch by terminating its workers (SIGTERM):
+    `Terminated` unwinds through `staged_outputs`, which deletes the worker's
+    temporary files.  On Windows, where termination cannot be caught, the
+    parent sweeps them (`remove_orphaned_temporaries`).
     """
+    import faulthandler
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    import faulthandler
-
     faulthandler.disable()  # a crashing decoder is reported by the batch, not as a C stack dump
 
 
-class Terminated(BaseException):
-    """SIGTERM in a worker: unwinds the conversion (deleting its temporaries), then exits."""
+class Terminated(SystemExit):
+    """SIGTERM in a worker: unwinds the conversion (deleting its temporaries), then exits.
+
+    A SystemExit, so that an idle worker stopped at the end of a batch exits
+    with status 143 and no traceback.
+    """
+
+    def __init__(self):
+        super().__init__(143)
 
 
 def _exit_on_signal(signum, frame) -> None:
@@ -2330,8 +2496,7 @@ def _convert_task(task: tuple) -> Result:
     except Terminated:  # the temporaries are gone by now; leave before taking another task
         import multiprocessing
 
-        for helper in multiprocessing.active_children():  # a decoding helper must not outlive us
-            helper.kill()
+        end_processes(multiprocessing.active_children())  # a decoding helper must not outlive us
         os._exit(143)
 
 
@@ -2375,13 +2540,25 @@ def convert_all(tasks: list[tuple[Path, Path, Options]], jobs: int) -> Iterator[
 def _run_in_pool(indices: list[int], tasks, jobs: int) -> Iterator[tuple[int, Result | None]]:
     """Run the tasks at `indices` in a process pool; (index, None) for tasks lost to a crash."""
     import multiprocessing
+    import signal
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(indices)), initializer=_worker_init,
-                               mp_context=multiprocessing.get_context("fork"))
+    workers = min(jobs, len(indices))
+    if sys.platform == "win32":
+        workers = min(workers, WINDOWS_MAX_WORKERS)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=process_context())
     try:
-        futures = [(index, pool.submit(_convert_task, tasks[index])) for index in indices]
+        # The pool starts its workers as the first tasks are submitted.  A spawned
+        # worker takes a moment to reach `_worker_init`; started with Ctrl-C
+        # ignored, it keeps ignoring it from its first instruction (a disposition
+        # that survives exec), so a Ctrl-C then prints no traceback from it.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            futures = [(index, pool.submit(_convert_task, tasks[index])) for index in indices[:workers]]
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
+        futures += [(index, pool.submit(_convert_task, tasks[index])) for index in indices[workers:]]
         for index, future in futures:
             try:
                 yield index, future.result()
@@ -2390,10 +2567,30 @@ def _run_in_pool(indices: list[int], tasks, jobs: int) -> Iterator[tuple[int, Re
         pool.shutdown()
     finally:  # Ctrl-C or SIGTERM: stop the workers now; they delete their temporary files
         pool.shutdown(wait=False, cancel_futures=True)
-        for child in multiprocessing.active_children():
-            child.terminate()
-        for child in multiprocessing.active_children():
-            child.join()
+        end_processes(multiprocessing.active_children())
+
+
+def end_processes(processes) -> None:
+    """Stop `processes` (multiprocessing children) and whatever they started, and wait for them.
+
+    `terminate` is SIGTERM on POSIX, which a worker turns into a clean exit,
+    and TerminateProcess on Windows, which nothing survives; a decoding
+    helper still running after its worker has gone is killed.
+    """
+    import psutil
+
+    processes = [process for process in processes if process.pid is not None]
+    family = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            family.extend(psutil.Process(process.pid).children(recursive=True))
+        process.terminate()
+    for process in processes:
+        process.join()
+    _, alive = psutil.wait_procs(family, timeout=5)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def _output_root(tasks) -> Path:
@@ -2401,28 +2598,32 @@ def _output_root(tasks) -> Path:
 
 
 def remove_orphaned_temporaries(root: Path) -> None:
-    """Delete temporary files left by workers that died (they carry their worker's pid).
+    """Delete temporary files left by processes of ours that died (see TEMPORARY_NAME).
 
     Only names exactly as `staged_outputs` makes them: the output folder may be
-    the input folder, and a file of the user's is never ours to delete.
+    the input folder, and a file of the user's is never ours to delete; and
+    only when no process with that pid and start time runs, so the temporaries
+    of another run writing into the same folder are left alone.
     """
     import re
 
-    for path in root.rglob(".*.part"):
-        match = re.fullmatch(r"\.(\d+)-[a-z0-9_]{8}\.part", path.name)
-        if match and not _process_alive(int(match[1])):
+    for path in root.rglob(f"{TEMPORARY_PREFIX}*.part"):
+        match = re.fullmatch(TEMPORARY_NAME, path.name)
+        if match and not _process_alive(int(match[1]), int(match[2])):
             with contextlib.suppress(OSError):
                 path.unlink()
 
 
-def _process_alive(pid: int) -> bool:
+def _process_alive(pid: int, started: int) -> bool:
+    """Whether process `pid` runs and is the one that started at `started` (centiseconds)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return abs(round(psutil.Process(pid).create_time() * 100) - started) <= 1
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:  # it exists, but we may not look at it: not ours to judge
         return True
-    return True
 
 
 class Log:
@@ -2520,7 +2721,7 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
         for result in convert_all(tasks, jobs):
             report(result)
         if series:
-            taken = {str(stem).casefold() for _, stem, _ in planned}
+            taken = {name_key(stem) for _, stem, _ in planned}
             groups = series_groups(finished)
             series_tasks = [([(r.source, r.outputs[-1].stem) for r in group], series_stem(group, taken), options)
                             for group in groups]
@@ -2592,8 +2793,9 @@ def result_line(result: Result, base: Path, output: Path) -> str:
     if result.status == "skipped":
         return f"skipped    {name}: {result.message}"
     label = {"converted": "converted ", "metadata": "metadata  ", "series": "series    "}[result.status]
-    made = " ".join(display_name(p, output) for p in result.outputs if p.parent.name[-7:] != "_frames")
-    frames = sum(1 for p in result.outputs if p.parent.name.endswith("_frames"))
+    frame_pngs = set(result.frame_pngs())
+    made = " ".join(display_name(p, output) for p in result.outputs if p not in frame_pngs)
+    frames = len(frame_pngs)
     made += f" +{frames} frame PNGs" if frames else ""
     detail = f"  [{result.message}]" if result.message else ""
     return f"{label} {name} -> {made}{detail}"
@@ -2665,8 +2867,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "output names never contain them; pixels may still show burned-in text")
 
     batch = parser.add_argument_group("batch")
-    batch.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-                       help="files converted at once (default: the number of cores)")
+    batch.add_argument("-j", "--jobs", type=int, default=default_jobs(), metavar="N",
+                       help="files converted at once (default: the number of cores this process may use, "
+                       "at most 61 on Windows)")
     batch.add_argument("--max-memory", type=megabytes, default=None, metavar="MB",
                        help="refuse files whose declared pixel data exceeds MB megabytes "
                        "(default: the memory available when the run starts)")
@@ -2689,15 +2892,10 @@ def megabytes(text: str) -> int:
 
 
 def available_memory() -> int:
-    """Bytes of memory available now (Linux MemAvailable), or 4 GiB when unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 4 * 1024**3
+    """Bytes of memory available now, as the platform counts it (psutil)."""
+    import psutil
+
+    return psutil.virtual_memory().available
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -387,7 +387,7 @@ def test_decoding_in_a_helper_process_gives_the_same_outputs(tmp_path, monkeypat
     for name in names:
         (inputs / name).symlink_to(testdata(name))
     assert dc.main([str(inputs), "-o", str(tmp_path / "alone"), "--no-index", "-j", "1"]) == 0
-    monkeypatch.setattr(dc, "PARALLEL_DECODE_PIXELS", 0)
+    monkeypatch.setenv(dc.ENV_HELPER_PIXELS, "1")  # read in the worker: reaches it under every start method
     assert dc.main([str(inputs), "-o", str(tmp_path / "helper"), "--no-index", "-j", "1"]) == 0
     for name in names:
         for suffix in (".gif", ".mp4", ".txt"):
@@ -400,7 +400,7 @@ def test_decoder_errors_come_back_from_the_helper_process(tmp_path, monkeypatch,
     last_frame = data.rindex(b"\xff\x4f\xff\x51")  # SOC + SIZ: the last frame's codestream
     data[last_frame:last_frame + 4] = b"JUNK"  # frames 1-9 decode, the 10th cannot
     (tmp_path / "broken.dcm").write_bytes(bytes(data))
-    monkeypatch.setattr(dc, "PARALLEL_DECODE_PIXELS", 0)
+    monkeypatch.setenv(dc.ENV_HELPER_PIXELS, "1")
     assert dc.main([str(tmp_path / "broken.dcm"), "-o", str(tmp_path / "out"), "--no-index", "-j", "1"]) == 1
     assert "FAILED     broken.dcm: cannot decode JPEG 2000" in capsys.readouterr().err
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]

@@ -618,8 +618,9 @@ def make_index_inputs(folder: Path) -> Path:
 
     * CT_small.dcm (single frame: PNG), SC_rgb_2frame.dcm (colour cine: GIF +
       MP4), emri_small.dcm (grey cine), rtplan.dcm (no pixels: .txt only);
-    * MR_small.dcm copied as ``odd #1 & <b>.dcm`` (a file name that needs
-      URL and HTML escaping in links);
+    * MR_small.dcm copied as ``odd #1 & <b>.dcm``: its outputs are named
+      ``odd #1 & _b_`` (``<>`` are no part of a Windows name), which still
+      needs URL and HTML escaping in links;
     * two CT slices of one series whose PatientName is ``<script>…``,
       SeriesDescription ``"><img id=injected …>`` and StudyDescription
       ``</h3><b id=injected-study>…`` (markup that must stay text), which
@@ -719,7 +720,7 @@ def test_index_links_every_output(index_run):
     linked = {unquote(ref) for ref in refs}
     made = {p for p in all_files(out) if p != "index.html" and "_frames/" not in p}
     assert made == linked
-    assert {"odd #1 & <b>.png", "odd #1 & <b>.txt", "rtplan.txt", "rtplan.json", f"inject/{INJECT_SERIES}.mp4"} <= made
+    assert {"odd #1 & _b_.png", "odd #1 & _b_.txt", "rtplan.txt", "rtplan.json", f"inject/{INJECT_SERIES}.mp4"} <= made
     kinds = {(tag, Path(unquote(a.get("src", ""))).suffix) for tag, a in parsed.tags if tag in ("img", "video")}
     assert kinds == {("img", ".png"), ("img", ".gif"), ("video", ".mp4")}
     videos = [a for tag, a in parsed.tags if tag == "video"]
@@ -752,7 +753,7 @@ def test_index_groups_by_patient_study_series(index_run):
     assert ct["h2"] == "Patient CompressedSamples^CT1 — 1CT1"
     assert ct["h3"] == "Study 20040119 e+1"  # StudyDate, StudyDescription
     assert ct["p"].split() == ["Series", "1"]
-    assert by_title["odd #1 & <b>"]["h2"] == "Patient CompressedSamples^MR1 — 4MR1"
+    assert by_title["odd #1 & _b_"]["h2"] == "Patient CompressedSamples^MR1 — 4MR1"
     assert by_title["SC_rgb_2frame"]["h2"] == "Patient Lestrade^G — ID1"
     assert by_title["emri_small"]["h2"] == "Patient (no name)"
     assert by_title["emri_small"]["p"].split() == ["Series", "301"]

@@ -160,10 +160,10 @@ def check_index(seen: dict, base: str) -> None:
     for image in seen["images"]:
         assert image["complete"] and image["width"] > 0, image
     assert sorted(unquote(i["src"]) for i in seen["images"]) == sorted([
-        "CT_small.png", "odd #1 & <b>.png", "inject/slice0.png", "inject/slice1.png",
+        "CT_small.png", "odd #1 & _b_.png", "inject/slice0.png", "inject/slice1.png",
         "SC_rgb_2frame.gif", "emri_small.gif", f"inject/{INJECT_SERIES}.gif"])
     widths = {unquote(i["src"]): i["width"] for i in seen["images"]}
-    assert widths["CT_small.png"] == 128 and widths["odd #1 & <b>.png"] == 64 and widths["emri_small.gif"] == 64
+    assert widths["CT_small.png"] == 128 and widths["odd #1 & _b_.png"] == 64 and widths["emri_small.gif"] == 64
 
     videos = {unquote(v["src"]): v for v in seen["videos"]}
     assert set(videos) == set(VIDEO_SECONDS)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -175,24 +174,6 @@ def test_a_worker_killed_while_its_helper_runs_does_not_hang_the_batch(tmp_path,
     helper.wait(timeout=30)  # it exits at its next write to the dead worker's pipe
     assert not list((tmp_path / "out").rglob("*.part"))
     assert_outputs_whole(tmp_path / "out")
-
-
-@posix_signals
-@pytest.mark.parametrize("method", START_METHODS)
-def test_ctrl_c_under_every_start_method_leaves_only_whole_files(tmp_path, method):
-    from test_safety import start_cine_batch, wait_for_temporaries
-
-    process, out = start_cine_batch(tmp_path, 6, 2, start_new_session=True,
-                                    env=environment(**{dc.ENV_START_METHOD: method}),
-                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    wait_for_temporaries(out)
-    time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
-    assert stdout.strip().splitlines()[-1].startswith("Interrupted: ")
-    assert "Traceback" not in stderr
-    assert_outputs_whole(out)
 
 
 # --- Names every file system accepts -------------------------------------------

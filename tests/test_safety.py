@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import shutil
 import signal
@@ -136,8 +137,10 @@ def wait_for_temporaries(out: Path, count: int = 1) -> None:
 
 
 @posix_signals
-def test_interrupted_run_stops_promptly_and_leaves_only_whole_files(tmp_path):
+@pytest.mark.parametrize("method", multiprocessing.get_all_start_methods())
+def test_interrupted_run_stops_promptly_and_leaves_only_whole_files(tmp_path, method):
     process, out = start_cine_batch(tmp_path, 8, 2, start_new_session=True,
+                                    env={**os.environ, "DICOM_CONVERTER_START_METHOD": method},
                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_temporaries(out)
     time.sleep(0.5)

@@ -1620,6 +1620,7 @@ def _process_tag(pid: int) -> str:
     return f"{pid}-{round(psutil.Process(pid).create_time() * 100)}"
 
 
+@functools.lru_cache(maxsize=None)
 def windows_path_limit() -> int | None:
     """The longest path Windows lets this process use, or None where there is no such limit.
 

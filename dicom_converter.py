@@ -136,6 +136,7 @@ class Options:
     frame_pngs: bool = False
     write_json: bool = False
     redact_salt: str | None = None  # set: --redact, with this run's secret for UID replacement
+    redact_pixels: str = "blank"  # under --redact: "blank" burned-in text (or withhold), "keep" the pixels
 
 
 # =============================================================================
@@ -1016,9 +1017,12 @@ def is_colour(ds: Dataset) -> bool:
 
 
 def rendered_frames(
-    path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None
+    path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None, draw_overlays: bool = True
 ) -> tuple[Iterator[np.ndarray], str]:
     """The display frames of `path` and a description of the VOI used.
+
+    Overlays are drawn unless `draw_overlays` is false (``--redact``: the
+    profile removes Overlay Data, whose graphics can hold text).
 
     When the file has no VOI and no `window` is given, the whole clip's
     modality range is used (one range for all frames, so a loop does not
@@ -1035,7 +1039,7 @@ def rendered_frames(
             attrs_cache[index] = frame_attributes(ds, index)
         return attrs_cache[index]
 
-    overlays = overlay_planes(ds)
+    overlays = overlay_planes(ds) if draw_overlays else []
     file_vois = {choose_voi(attrs_of(0), window)}
     if "PerFrameFunctionalGroupsSequence" in ds and window is None:
         file_vois |= {choose_voi(attrs_of(i), None) for i in range(number_of_frames(ds))}
@@ -1102,7 +1106,7 @@ def decode_in_helper(ds: Dataset, frames: int) -> bool:
 
 
 def rendered_frames_in_helper(
-    path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None
+    path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None, draw_overlays: bool = True
 ) -> tuple[Iterator[np.ndarray], str]:
     """`rendered_frames`, run in a helper process that sends frames through a pipe.
 
@@ -1123,7 +1127,8 @@ def rendered_frames_in_helper(
 
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    helper = context.Process(target=_render_into_pipe, args=(send, path, out_max, window), daemon=True)
+    helper = context.Process(target=_render_into_pipe, args=(send, path, out_max, window, draw_overlays),
+                             daemon=True)
     helper.start()
     send.close()
     try:
@@ -1158,7 +1163,7 @@ def rendered_frames_in_helper(
     return frames(), payload
 
 
-def _render_into_pipe(send, path: Path, out_max: int, window) -> None:
+def _render_into_pipe(send, path: Path, out_max: int, window, draw_overlays: bool) -> None:
     """In the helper: render every frame and send it; errors are sent, not raised."""
     import signal
 
@@ -1168,7 +1173,7 @@ def _render_into_pipe(send, path: Path, out_max: int, window) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         try:
-            frames, description = rendered_frames(path, read_dataset(path), out_max, window)
+            frames, description = rendered_frames(path, read_dataset(path), out_max, window, draw_overlays)
             send.send(("description", description))
             for frame in frames:
                 send.send(("frame", (frame.shape, frame.dtype.str)))
@@ -1824,96 +1829,6 @@ def _value_text(element) -> str:
     return _text_of(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
 
 
-# PS3.15 Annex E, Table E.1-1 (Basic Application Level Confidentiality Profile):
-# attributes that identify a person or place.  Every PN (person name) and every
-# date and time is removed by VR, every instance UID is replaced, private tags
-# are removed; these are the rest.
-IDENTIFYING_KEYWORDS = frozenset({
-    "PatientID", "OtherPatientIDs", "OtherPatientIDsSequence", "IssuerOfPatientID",
-    "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers",
-    "PatientTelecomInformation", "MilitaryRank", "BranchOfService", "MedicalRecordLocator",
-    "EthnicGroup", "Occupation", "PatientReligiousPreference", "PatientComments",
-    "AdditionalPatientHistory", "PatientInsurancePlanCodeSequence", "MedicalAlerts", "Allergies",
-    "CountryOfResidence", "RegionOfResidence", "PatientState", "PregnancyStatus",
-    "PatientAge", "PatientSize", "PatientWeight", "PatientSexNeutered", "ResponsiblePerson",
-    "ResponsibleOrganization", "AccessionNumber", "IssuerOfAccessionNumberSequence", "StudyID",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "InstitutionCodeSequence",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "StationName",
-    "DeviceSerialNumber", "DetectorID", "PlateID", "CassetteID", "GantryID", "DeviceUID",
-    "RequestAttributesSequence", "RequestedProcedureID", "ScheduledProcedureStepID",
-    "PerformedProcedureStepID", "AdmissionID", "IssuerOfAdmissionIDSequence", "ServiceEpisodeID",
-    "ReferencedPatientSequence", "ReferencedPatientPhotoSequence", "ReferencedStudySequence",
-    "OtherPatientNames", "PersonAddress", "PersonTelephoneNumbers", "OrderCallbackPhoneNumber",
-    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest",
-    "StudyDescription", "SeriesDescription", "RequestedProcedureDescription",
-    "PerformedProcedureStepDescription", "TextComments", "ImageComments", "StudyComments", "AcquisitionComments", "DerivationDescription",
-    "ContentSequence", "VerifyingObserverSequence", "AuthorObserverSequence", "ParticipantSequence",
-    "ProtocolName", "PerformedLocation", "ScheduledStudyLocation", "CurrentPatientLocation",
-    "PatientInstitutionResidence", "DigitalSignaturesSequence", "OriginalAttributesSequence",
-})
-
-
-def redacted(ds: Dataset, salt: str) -> Dataset:
-    """A copy of `ds` under the basic de-identification profile (PS3.15 E.1-1).
-
-    Removes private tags; blanks person names, identifying attributes, dates
-    and times; replaces each instance UID by one derived from it and this
-    run's secret `salt`, so references between files still match within the
-    run but cannot be traced back.  Class and transfer syntax UIDs are kept.
-    """
-    import copy
-
-    out = copy.deepcopy(ds)
-    out.remove_private_tags()
-
-    def clean(dataset, element) -> None:
-        if element.keyword in IDENTIFYING_KEYWORDS:
-            element.value = [] if element.VR == "SQ" else None
-        elif element.VR in ("PN", "DA", "DT", "TM"):
-            element.value = None
-        elif element.VR == "UI" and element.value:
-            values = element.value if _is_multi(element.value) else [element.value]
-            replaced = [replace_uid(str(v), salt) for v in values]
-            element.value = replaced if _is_multi(element.value) else replaced[0]
-
-    out.walk(clean)
-    meta = getattr(out, "file_meta", None)
-    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
-        meta.MediaStorageSOPInstanceUID = replace_uid(str(meta.MediaStorageSOPInstanceUID), salt)
-    return out
-
-
-def as_shown(ds: Dataset, options: Options) -> Dataset:
-    """`ds` as the outputs show it: redacted under ``--redact``, else itself."""
-    return redacted(ds, options.redact_salt) if options.redact_salt else ds
-
-
-def replace_uid(uid: str, salt: str) -> str:
-    """A stand-in for an instance UID (a 2.25 UUID-derived UID); registered DICOM UIDs stay."""
-    import hashlib
-    from pydicom.uid import UID
-
-    if not uid or UID(uid).name != uid:  # a registered UID (SOP class, transfer syntax…)
-        return uid
-    digest = hashlib.sha256(f"{salt}:{uid}".encode()).digest()[:16]
-    return f"2.25.{int.from_bytes(digest, 'big')}"
-
-
-def identifying_strings(ds: Dataset) -> list[str]:
-    """Values that must not appear in output names when redacting (names, IDs, birth date)."""
-    found = []
-    for keyword in ("PatientName", "PatientID", "OtherPatientIDs", "AccessionNumber", "PatientBirthDate",
-                    "OtherPatientNames", "PatientBirthName"):
-        value = ds.get(keyword)
-        if value in (None, ""):
-            continue
-        for item in (value if _is_multi(value) else [value]):
-            for part in str(item).replace("^", " ").replace("=", " ").split():
-                if len(part) >= 3:
-                    found.append(part.casefold())
-    return found
-
-
 def json_dataset(ds: Dataset) -> dict:
     """The dataset in the DICOM JSON Model (PS3.18 F.2), bulk data left out.
 
@@ -2000,6 +1915,383 @@ def metadata_text(ds: Dataset, rendering: dict[str, str]) -> str:
 
 
 # =============================================================================
+# Redaction (--redact): PS3.15 Annex E, the Basic Application Level Confidentiality Profile
+# =============================================================================
+
+# Table E.1-1 comes from dicom-anonymizer (Kitware): of the maintained packages it
+# is the one that carries the whole table, 655 rows of the 2026c edition with the
+# retired attributes and the overlay and curve repeating groups, each under its
+# basic-profile action.  deid ships ~70 header actions of its own choosing, and
+# dicognito decides by VR, with no table (compared 2026-12).  The module is data:
+# lists of (group, element) or (group, element, group mask, element mask) per action.
+PROFILE_TABLE = "dicomanonymizer.dicom_anonymization_databases.dicomfields_2026c"
+PROFILE_ACTIONS = {"D_TAGS": "D", "Z_TAGS": "Z", "X_TAGS": "X", "U_TAGS": "U", "Z_D_TAGS": "Z/D",
+                   "X_Z_TAGS": "X/Z", "X_D_TAGS": "X/D", "X_Z_D_TAGS": "X/Z/D", "X_Z_U_STAR_TAGS": "X/Z/U*"}
+REMOVED_ACTIONS = ("X", "X/Z", "X/D", "X/Z/D")  # "remove" is allowed by each: the outputs are not DICOM files
+EMPTIED_ACTIONS = ("Z", "D", "Z/D")  # a dummy value is shown as no value: there is no IOD to keep valid
+FILE_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private info
+CONTENT_SEQUENCE = 0x0040A730
+TEXT_VALUE = 0x0040A160
+
+
+@functools.lru_cache(maxsize=None)
+def profile_table() -> tuple[dict[int, str], tuple[tuple[int, int, str], ...]]:
+    """Table E.1-1 as {tag: action} and its repeating-group rows as (tag, mask, action)."""
+    import importlib
+
+    table = importlib.import_module(PROFILE_TABLE)
+    exact: dict[int, str] = {}
+    masked: list[tuple[int, int, str]] = []
+    for name, action in PROFILE_ACTIONS.items():
+        for row in getattr(table, name):
+            if len(row) == 2:
+                exact[row[0] << 16 | row[1]] = action
+            else:
+                group, element, group_mask, element_mask = row
+                masked.append((group << 16 | element, group_mask << 16 | element_mask, action))
+    return exact, tuple(masked)
+
+
+def profile_action(tag: int) -> str | None:
+    """The basic profile's action for `tag` (X, Z, D, U or a combination), None to keep it."""
+    exact, masked = profile_table()
+    action = exact.get(tag)
+    if action is None:
+        action = next((action for value, mask, action in masked if tag & mask == value), None)
+    return action
+
+
+def deidentified(ds: Dataset, salt: str) -> Dataset:
+    """A copy of `ds` under the basic de-identification profile (PS3.15 E.1, Table E.1-1).
+
+    Every element at every depth gets its table action by tag, whatever its
+    VR or keyword: removed (X), emptied (Z, D), or its instance UID replaced
+    (U) by one derived from it and this run's secret `salt`, so references
+    between files still match within the run but cannot be traced back.
+    Private tags and the file meta's AE titles are removed; what the table
+    does not list stays (modality, sizes, windows, timing).  Structured
+    content follows the Clean Structured Content option (`clean_content_items`).
+    """
+    import copy
+
+    out = copy.deepcopy(ds)  # values still on disk are copied unread
+    _apply_profile(out, salt)
+    meta = getattr(out, "file_meta", None)
+    if meta is not None:
+        for tag in FILE_META_REMOVED:
+            meta.pop(tag, None)
+        _apply_profile(meta, salt)
+    return out
+
+
+def _apply_profile(ds: Dataset, salt: str) -> None:
+    from pydicom.dataelem import DataElement
+    from pydicom.datadict import dictionary_VR
+
+    for tag in list(ds.keys()):
+        action = profile_action(int(tag))
+        if action in REMOVED_ACTIONS or (action is None and tag.is_private):
+            del ds[tag]
+            continue
+        raw = ds.get_item(tag, keep_deferred=True)
+        if _is_deferred(raw):  # a bulk value, never a sequence: act on it unread
+            if action is not None:
+                vr = raw.VR or (dictionary_VR(tag) if tag in _dictionary_tags() else "UN")
+                ds[tag] = DataElement(tag, vr, None)
+            continue
+        element = ds[tag]
+        if tag == CONTENT_SEQUENCE and element.VR == "SQ":
+            clean_content_items(element.value, salt)
+        elif action in EMPTIED_ACTIONS:
+            element.value = [] if element.VR == "SQ" else None
+        elif action == "U":
+            element.value = _replaced_uids(element.value, salt)
+        elif element.VR == "SQ":  # kept, or X/Z/U*: kept with the instance UIDs inside replaced
+            for item in element.value:
+                _apply_profile(item, salt)
+
+
+def clean_content_items(items, salt: str) -> None:
+    """PS3.15 E.3.4 Clean Structured Content: a report keeps its codes, numbers and structure.
+
+    The basic profile would remove the Content Sequence whole; instead each
+    content item gets the table's actions (its person names, dates, times and
+    date-times emptied, its UIDs replaced, nested items likewise) and TEXT
+    items lose their text, which can name anyone.
+    """
+    for item in items:
+        _apply_profile(item, salt)
+        if TEXT_VALUE in item:
+            item[TEXT_VALUE].value = None
+
+
+def _is_deferred(raw) -> bool:
+    from pydicom.dataelem import RawDataElement
+
+    return isinstance(raw, RawDataElement) and raw.value is None and bool(raw.length)
+
+
+@functools.lru_cache(maxsize=None)
+def _dictionary_tags() -> frozenset:
+    from pydicom.datadict import DicomDictionary
+
+    return frozenset(DicomDictionary)
+
+
+def _replaced_uids(value, salt: str):
+    if isinstance(value, (bytes, bytearray)):  # a UID stored with VR UN: no use shown as bytes
+        return None
+    if _is_multi(value):
+        return [replace_uid(str(v), salt) for v in value]
+    return replace_uid(str(value), salt) if value else value
+
+
+def as_shown(ds: Dataset, options: Options) -> Dataset:
+    """`ds` as the outputs show it: de-identified under ``--redact``, else itself."""
+    return deidentified(ds, options.redact_salt) if options.redact_salt else ds
+
+
+def replace_uid(uid: str, salt: str) -> str:
+    """A stand-in for an instance UID (a 2.25 UUID-derived UID); registered DICOM UIDs stay."""
+    import hashlib
+    from pydicom.uid import UID
+
+    if not uid or UID(uid).name != uid:  # a registered UID (SOP class, transfer syntax…)
+        return uid
+    digest = hashlib.sha256(f"{salt}:{uid}".encode()).digest()[:16]
+    return f"2.25.{int.from_bytes(digest, 'big')}"
+
+
+NAME_OR_IDENTIFIER = r"(Name|Names|ID|IDs|Number|Numbers|BirthDate|Address)$"  # by keyword, of the table's rows
+
+
+def identifying_strings(ds: Dataset) -> list[str]:
+    """Parts of the values that must not appear in output names under ``--redact``.
+
+    Hospital exports name folders and files after the patient, an ID or an
+    accession number: the top-level values of the table's rows that are a
+    person name (by VR or by keyword: an operator's name stored as LO), an
+    identifier, a number, a birth date or an address, split into words.
+    """
+    import re
+
+    found = []
+    for tag in ds.keys():
+        action = profile_action(int(tag))
+        raw = ds.get_item(tag, keep_deferred=True)
+        if action in (None, "U") or _is_deferred(raw):
+            continue
+        try:
+            element = ds[tag]
+        except Exception:
+            continue
+        if element.VR == "SQ" or not (element.VR == "PN" or re.search(NAME_OR_IDENTIFIER, element.keyword)):
+            continue
+        for item in (element.value if _is_multi(element.value) else [element.value]):
+            for part in re.split(r"[\s^=,]+", _text_of(item)):
+                if len(part) >= 3:
+                    found.append(part.casefold())
+    return found
+
+
+# Burned-in text.  The rules are CTP's DicomPixelAnonymizer library of where
+# devices burn text in, by manufacturer, model and image type, as deid ships and
+# keeps it (its data file `deid.dicom`, read by deid's own recipe parser).  deid
+# brings matplotlib into the environment (78 MB installed), which this program
+# never imports: deid's own matcher lives in `deid.dicom`, whose import pulls in
+# pyplot (about 1 s a process, and a font cache written on first use), so the
+# labels are matched by `label_matches`, after deid's `deid.dicom.filter`.  One
+# difference, on purpose: deid 0.4.13 ANDs every line of a label and ignores a
+# line's leading `||`; this applies `||` as written (CTP's meaning), which can
+# only flag more images, never fewer.
+BURNED_IN_RECIPE = "dicom"
+SECONDARY_CAPTURE_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1",
+                                       "1.2.840.10008.5.1.4.1.1.7.2", "1.2.840.10008.5.1.4.1.1.7.3",
+                                       "1.2.840.10008.5.1.4.1.1.7.4"})
+VISIBLE_LIGHT_CLASSES = "1.2.840.10008.5.1.4.1.1.77.1."  # endoscopy, microscopy, photography (prefix)
+TEXT_BEARING_MODALITIES = frozenset({"US", "IVUS", "XC", "ES", "GM", "OT", "DOC"})
+
+
+@functools.lru_cache(maxsize=None)
+def burned_in_rules() -> dict[str, list[dict]]:
+    """deid's filter sections: ``whitelist``, ``graylist``, ``blacklist``, each a list of labels."""
+    from deid.logger import bot
+
+    bot.level = 0  # QUIET: deid logs every line it parses at DEBUG on stderr
+    from deid.config import DeidRecipe
+
+    return DeidRecipe(BURNED_IN_RECIPE).get_filters()
+
+
+def _filter_holds(ds: Dataset, action: str, field: str, value: str) -> bool:
+    """One line of a label, as `deid.dicom.filter` means it: case-insensitive, over the value's text."""
+    import re
+
+    content = ds.get(int(field, 0) if field.startswith("0x") else field)
+    content = getattr(content, "value", content)
+    action = action.lower().strip()
+    if action == "missing":
+        return content is None
+    if action == "present":
+        return content is not None
+    if action == "empty":
+        return content is not None and (not content or content == "")
+    texts = [str(c).lower().strip() for c in (content if isinstance(content, list) else [content]) if c is not None]
+    term = str(value).lower().strip()
+    if action in ("equals", "notequals"):
+        return any(text == term for text in texts) == (action == "equals")
+    if action in ("contains", "notcontains"):
+        try:
+            return any(re.search(term, text) for text in texts) == (action == "contains")
+        except re.error:
+            return False
+    return False
+
+
+def label_matches(ds: Dataset, label: dict) -> bool:
+    """Whether a deid label's lines hold for `ds`: ``+`` is and, ``||`` or, left to right."""
+    result = None
+    for group in label["filters"]:
+        values = group["value"]
+        flags = [_filter_holds(ds, action, field, values[n] if n < len(values) else "")
+                 for n, (action, field) in enumerate(zip(group["action"], group["field"]))]
+        held = flags[0]
+        for n, flag in enumerate(flags[1:]):
+            inner = group["InnerOperators"][n] if n < len(group["InnerOperators"]) else "and"
+            held = (held or flag) if inner == "or" else (held and flag)
+        result = held if result is None else (result or held) if group["operator"] == "or" else (result and held)
+    return bool(result) if label["filters"] else bool(label["coordinates"])
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelPlan:
+    """What ``--redact`` does to an image's pixels: show them, blank rectangles, or withhold the image.
+
+    `steps` are (blank, (x0, y0, x1, y1)) applied in order, ends exclusive:
+    blank=False keeps a rectangle an earlier step blanked (deid's keep
+    coordinates), so "all, then keep each ultrasound region" blanks the rest.
+    """
+
+    action: str  # "show" | "blank" | "withhold"
+    reason: str
+    steps: tuple[tuple[bool, tuple[int, int, int, int]], ...] = ()
+
+    def describe(self) -> str:
+        if self.action != "blank":
+            return f"{'shown' if self.action == 'show' else 'withheld'}: {self.reason}"
+        blanked = "; ".join(f"{'blanked' if blank else 'kept'} x {x0}-{x1}, y {y0}-{y1}"
+                            for blank, (x0, y0, x1, y1) in self.steps)
+        return f"{blanked} ({self.reason})"
+
+
+def burned_in_text_plan(ds: Dataset) -> PixelPlan:
+    """How ``--redact`` keeps burned-in text out of this image's outputs.
+
+    The basic profile leaves pixel data to its Clean Pixel Data Option
+    (PS3.15 E.3.1); this applies it and fails safe, in this order:
+    1. a deid whitelist label (Burned In Annotation NO, a known clean device)
+       and no device rectangles: shown as it is;
+    2. an image with a Sequence of Ultrasound Regions (PS3.3 C.8.5.5), not
+       marked NO: everything outside the union of its regions is blanked;
+    3. the rectangles of every matching deid graylist label are blanked;
+    4. else withheld: a blacklist label matches, Burned In Annotation is YES,
+       or the flag is absent on a kind that carries text (ultrasound,
+       secondary capture, endoscopy, photography) and no rule says where it is.
+    """
+    rules = burned_in_rules()
+    matched = {name: [label for label in rules.get(name, []) if label_matches(ds, label)]
+               for name in ("whitelist", "graylist", "blacklist")}
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    device_steps, devices = [], []
+    for label in matched["graylist"]:
+        for keep, coordinates in label["coordinates"]:
+            rectangles = _rectangles(ds, str(coordinates), rows, columns)
+            device_steps += [(not keep, rectangle) for rectangle in rectangles]
+            if rectangles:
+                devices.append(_label_name(label))
+    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if matched["whitelist"] and not device_steps:
+        return PixelPlan("show", f"deid rule '{_label_name(matched['whitelist'][0])}'")
+    steps, reasons = [], []
+    regions = _rectangles(ds, "from:SequenceOfUltrasoundRegions", rows, columns)
+    if regions and flag != "NO":
+        steps = [(True, (0, 0, columns, rows))] + [(False, region) for region in regions]
+        reasons.append("outside the ultrasound regions")
+    if device_steps:
+        steps += device_steps
+        reasons.append("deid rule " + ", ".join(f"'{name}'" for name in dict.fromkeys(devices)))
+    if steps:
+        return PixelPlan("blank", " and ".join(reasons), tuple(steps))
+    if matched["blacklist"]:
+        return PixelPlan("withhold", f"deid rule '{_label_name(matched['blacklist'][0])}' flags burned-in "
+                         "text that no rule locates")
+    if flag == "YES":
+        return PixelPlan("withhold", "Burned In Annotation is YES and no rule says where the text is")
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if not flag and (str(ds.get("Modality", "")).upper() in TEXT_BEARING_MODALITIES
+                     or sop_class in SECONDARY_CAPTURE_CLASSES or sop_class.startswith(VISIBLE_LIGHT_CLASSES)):
+        return PixelPlan("withhold", "a kind of image that carries burned-in text, no Burned In Annotation "
+                         "flag, and no rule says where the text is")
+    return PixelPlan("show", "no rule flags burned-in text")
+
+
+def _label_name(label: dict) -> str:
+    return label.get("name", "").removeprefix("LABEL").split("#")[0].strip()
+
+
+def _rectangles(ds: Dataset, coordinates: str, rows: int, columns: int) -> list[tuple[int, int, int, int]]:
+    """A deid coordinate ("x0,y0,x1,y1", "all", "from:<sequence of regions>") as rectangles in the image."""
+    if coordinates.strip().lower() == "all":
+        return [(0, 0, columns, rows)]
+    if coordinates.startswith("from:"):  # PS3.3 C.8.5.5.1: region corners, inclusive
+        found = []
+        for region in ds.get(coordinates[5:].strip()) or []:
+            try:
+                corners = [int(region[keyword].value) for keyword in
+                           ("RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1", "RegionLocationMaxY1")]
+            except (KeyError, TypeError, ValueError):
+                continue
+            found.append((corners[0], corners[1], corners[2] + 1, corners[3] + 1))
+        return found
+    try:
+        x0, y0, x1, y1 = (int(part) for part in coordinates.split(",") if part.strip())
+    except ValueError:
+        return []
+    return [(x0, y0, x1, y1)]
+
+
+def pixel_plan(ds: Dataset, options: Options) -> PixelPlan | None:
+    """The plan for this image's pixels, None when they are shown as they are (no --redact, or
+    ``--redact-pixels keep``)."""
+    if not options.redact_salt or options.redact_pixels == "keep":
+        return None
+    return burned_in_text_plan(ds)
+
+
+def blank_mask(plan: PixelPlan, rows: int, columns: int) -> np.ndarray:
+    """True where `plan` blanks a frame of `rows` x `columns`."""
+    import numpy as np
+
+    mask = np.zeros((rows, columns), dtype=bool)
+    for blank, (x0, y0, x1, y1) in plan.steps:
+        mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = blank
+    return mask
+
+
+def blanked(frames: Iterable[np.ndarray], masks: Iterable[np.ndarray | None]) -> Iterator[np.ndarray]:
+    """Each display frame with its mask's pixels set to black (before any downscaling)."""
+    for frame, mask in zip(frames, masks):
+        if mask is not None and mask.any():
+            if mask.shape != frame.shape[:2]:
+                raise CorruptFile(f"a frame of {frame.shape[1]} x {frame.shape[0]} where the file says "
+                                  f"{mask.shape[1]} x {mask.shape[0]}: cannot place the blanking")
+            if not frame.flags.writeable:
+                frame = frame.copy()
+            frame[mask] = 0
+        yield frame
+
+
+# =============================================================================
 # Converting one file
 # =============================================================================
 
@@ -2028,26 +2320,27 @@ def convert_file(source: Path, stem: Path, options: Options) -> Result:
         status = "metadata" if record.get("Display", "").startswith("metadata only") else "converted"
         return Result(source, status, outputs, message, record)
 
-    return _caught(source, work)
+    return _caught(source, work, bool(options.redact_salt))
 
 
-def _caught(source: Path, work) -> Result:
+def _caught(source: Path, work, redact: bool = False) -> Result:
     """Run one file's (or series') `work`: the one place where its errors are caught.
 
     Every failure becomes a `Result` with a one-line reason, and pydicom's
-    warnings are appended to the line instead of printed.
+    warnings are appended to the line instead of printed (under ``--redact``
+    without the values they quote: "Invalid value for VR DA: '19510829'").
     """
     caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = work()
-        result.message = _with_warnings(result.message, caught)
+        result.message = _with_warnings(result.message, caught, redact)
         return result
     except Skipped as exc:
         return Result(source, "skipped", message=str(exc))
     except ConversionError as exc:
-        return Result(source, "failed", message=_with_warnings(str(exc), caught))
+        return Result(source, "failed", message=_with_warnings(str(exc), caught, redact))
     except MemoryError:
         return Result(source, "failed", message="not enough memory to convert this file")
     except OSError as exc:
@@ -2057,13 +2350,15 @@ def _caught(source: Path, work) -> Result:
         return Result(source, "failed", message=f"unexpected {type(exc).__name__}: {_first_line(exc)}")
 
 
-def _with_warnings(message: str, caught: list) -> str:
+def _with_warnings(message: str, caught: list, redact: bool = False) -> str:
     """`message` with the distinct warnings pydicom raised while reading, kept short."""
     import re
 
     texts: list[str] = []
     for w in caught or []:
         text = re.sub(r"\s*Please see <[^>]*>.*$", "", _first_line(w.message))
+        if redact:
+            text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
         text = text if len(text) <= 120 else text[:117] + "..."
         if text not in texts:
             texts.append(text)
@@ -2075,17 +2370,28 @@ def _with_warnings(message: str, caught: list) -> str:
 
 
 def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], str, dict]:
+    import itertools
+
     ds = read_dataset(source)
     rendering: dict[str, str] = {}
+    plan = pixel_plan(ds, options) if has_pixel_data(ds) else None
+    if plan is not None:
+        rendering["Redaction"] = plan.describe()
+    elif options.redact_salt and has_pixel_data(ds):
+        rendering["Redaction"] = "pixels kept as they are (--redact-pixels keep)"
     with staged_outputs(stem) as (output, finals):
-        if has_pixel_data(ds):
+        if plan is not None and plan.action == "withhold":
+            rendering["Display"] = f"metadata only (--redact: image withheld, {plan.reason})"
+        elif has_pixel_data(ds):
             check_image_attributes(ds)
             frames_total = number_of_frames(ds)
             check_memory(ds, frames_total, options.max_memory)
             check_pixel_data_length(ds)
             sixteen = not options.eight_bit and not is_colour(ds) and (frames_total == 1 or options.frame_pngs)
             render = rendered_frames_in_helper if decode_in_helper(ds, frames_total) else rendered_frames
-            frames, voi_text = render(source, ds, 65535 if sixteen else 255, options.window)
+            frames, voi_text = render(source, ds, 65535 if sixteen else 255, options.window, not options.redact_salt)
+            if plan is not None and plan.action == "blank":
+                frames = blanked(frames, itertools.repeat(blank_mask(plan, int(ds.Rows), int(ds.Columns))))
             rendering["Display"] = voi_text
             if frames_total == 1:
                 frame = next(frames, None)
@@ -2112,6 +2418,8 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
         # everything that can fail happens before the outputs take their final names
         record = {**index_record(shown), **rendering}
     summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate"))
+    if plan is not None and plan.action == "blank":
+        summary += f", burned-in text blanked ({plan.reason})"
     return finals, summary, record
 
 
@@ -2256,7 +2564,7 @@ def convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options)
         outputs, message, record = _convert_series(slices, stem, options)
         return Result(stem, "series", outputs, message, record)
 
-    return _caught(stem, work)
+    return _caught(stem, work, bool(options.redact_salt))
 
 
 def _convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options) -> tuple[list[Path], str, dict]:
@@ -2265,6 +2573,11 @@ def _convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options
 
     sources = [path for path, _ in slices]
     datasets = [read_dataset(path) for path in sources]
+    plans = [pixel_plan(ds, options) for ds in datasets]
+    if any(plan is not None and plan.action == "withhold" for plan in plans):
+        raise Skipped("--redact withholds one of its slices")
+    masks = [blank_mask(plan, int(ds.Rows), int(ds.Columns)) if plan is not None and plan.action == "blank"
+             else None for plan, ds in zip(plans, datasets)]
 
     def first_frames():
         for path, ds in zip(sources, datasets):
@@ -2283,6 +2596,9 @@ def _convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options
         frames = render_grayscale(iter(kept) if kept is not None else first_frames(),
                                   lambda i: datasets[i], lambda attrs: voi, 255)
         display = voi.describe()
+    frames = blanked(frames, masks)
+    if any(mask is not None for mask in masks):
+        display += f", burned-in text blanked in {sum(m is not None for m in masks)} of {len(masks)} slices"
     timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), len(sources),
                               "--fps" if options.fps else "default for a series")
     with staged_outputs(stem) as (output, finals):
@@ -2768,7 +3084,9 @@ def redact_names(planned: list[tuple[Path, Path, str]], output: Path) -> list[tu
     result = []
     for source, stem, note in planned:
         try:
-            tokens = identifying_strings(_dcmread(source, stop_before_pixels=True))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the file's own line reports them, without values
+                tokens = identifying_strings(_dcmread(source, stop_before_pixels=True))
         except Exception:
             tokens = []
         parts = []
@@ -2869,9 +3187,13 @@ def build_parser() -> argparse.ArgumentParser:
     extras.add_argument("--no-index", action="store_true",
                         help="do not write OUTPUT/index.html (a page to browse everything converted)")
     extras.add_argument("--redact", action="store_true",
-                        help="for sharing: .txt, .json and index.html leave out names, IDs, dates, "
-                        "institutions and private tags (PS3.15 basic profile), UIDs are replaced, and "
-                        "output names never contain them; pixels may still show burned-in text")
+                        help="for sharing, under the DICOM basic de-identification profile (PS3.15 "
+                        "Table E.1-1): names, IDs, dates, institutions, free text and private tags are left "
+                        "out of every output, UIDs replaced, output names never contain them, and "
+                        "burned-in text is blanked; an image whose text no rule locates is withheld")
+    extras.add_argument("--redact-pixels", choices=("blank", "keep"), default=None,
+                        help="with --redact: blank burned-in text and withhold what no rule covers "
+                        "(default), or keep the pixels as they are (you have checked the images)")
 
     batch = parser.add_argument_group("batch")
     batch.add_argument("-j", "--jobs", type=int, default=default_jobs(), metavar="N",
@@ -2915,6 +3237,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--window WIDTH must be greater than 0")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.redact_pixels and not args.redact:
+        parser.error("--redact-pixels only applies with --redact")
     if not input_path.exists():
         parser.error(f"input path does not exist: {input_path}")
     options = Options(
@@ -2930,6 +3254,7 @@ def main(argv: list[str] | None = None) -> int:
         frame_pngs=args.frames,
         write_json=args.json,
         redact_salt=secrets.token_hex(16) if args.redact else None,
+        redact_pixels=args.redact_pixels or "blank",
     )
     for stream in (sys.stdout, sys.stderr):  # file names may not be valid in the locale
         stream.reconfigure(errors="backslashreplace")

@@ -58,7 +58,7 @@ def write_image(path: Path, stored: np.ndarray, **attributes) -> Path:
     defaults = dict(
         PatientName="SERIES^TEST", PatientID="SER001", StudyInstanceUID="1.2.3.4.5.6.7.1",
         SeriesInstanceUID="1.2.3.4.5.6.7.2", StudyDate="20240101", Modality="CT", SeriesNumber=1,
-        SeriesDescription="TEST",
+        SeriesDescription="TEST", ImageType=["ORIGINAL", "PRIMARY", "AXIAL"],
     )
     for keyword, value in {**defaults, **attributes}.items():
         if value is not None:

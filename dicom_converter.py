@@ -1968,8 +1968,10 @@ def deidentified(ds: Dataset, salt: str) -> Dataset:
     VR or keyword: removed (X), emptied (Z, D), or its instance UID replaced
     (U) by one derived from it and this run's secret `salt`, so references
     between files still match within the run but cannot be traced back.
-    Private tags and the file meta's AE titles are removed; what the table
-    does not list stays (modality, sizes, windows, timing).  Structured
+    Private tags and the file meta's AE titles are removed, and so is any
+    person name (PN) the table does not list (2026c misses Evaluator Name and
+    Secondary Reviewer Name); what else the table does not list stays
+    (modality, sizes, windows, timing).  Structured
     content follows the Clean Structured Content option (`clean_content_items`).
     """
     import copy
@@ -2000,6 +2002,8 @@ def _apply_profile(ds: Dataset, salt: str) -> None:
                 ds[tag] = DataElement(tag, vr, None)
             continue
         element = ds[tag]
+        if action is None and element.VR == "PN":  # a person's name the table misses (Evaluator Name)
+            action = "Z"
         if tag == CONTENT_SEQUENCE and element.VR == "SQ":
             clean_content_items(element.value, salt)
         elif action in EMPTIED_ACTIONS:
@@ -2348,6 +2352,10 @@ def _caught(source: Path, work, redact: bool = False) -> Result:
         return Result(source, "failed", message=f"cannot write output{name}: {exc.strerror or exc}")
     except Exception as exc:  # a library bug on odd input must not stop the batch
         return Result(source, "failed", message=f"unexpected {type(exc).__name__}: {_first_line(exc)}")
+    except BaseException as exc:  # a Rust decoder's panic (pyo3's PanicException) is no Exception,
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):  # and cannot be pickled
+            raise
+        return Result(source, "failed", message=f"the decoder crashed on this file: {_first_line(exc)}")
 
 
 def _with_warnings(message: str, caught: list, redact: bool = False) -> str:

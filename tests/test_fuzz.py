@@ -834,3 +834,89 @@ if __name__ == "__main__":
     args = parser.parse_args()
     for mutant in write_corpus(args.folder, args.seed, args.count, args.kind):
         print(f"{mutant.name}  from {mutant.base}")
+
+
+def damaged_region_ultrasounds(folder: Path) -> list[str]:
+    """deid-data's greyscale ultrasound (burned-in name, one region) with its Sequence of
+    Ultrasound Regions damaged: a corner far outside the image, corners swapped, an item with no
+    corners, no items; the file names say which."""
+    import pydicom
+
+    from test_redact import deid_data
+
+    def region(ds):
+        return ds.SequenceOfUltrasoundRegions[0]
+
+    edits = {
+        "us_region_outside": lambda ds: setattr(region(ds), "RegionLocationMaxX1", 100000),
+        "us_region_swapped": lambda ds: (setattr(region(ds), "RegionLocationMinX0", 1010),
+                                         setattr(region(ds), "RegionLocationMaxX1", 14)),
+        "us_region_no_corners": lambda ds: delattr(region(ds), "RegionLocationMinY0"),
+        "us_region_none": lambda ds: setattr(ds, "SequenceOfUltrasoundRegions", []),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, edit in edits.items():
+        ds = pydicom.dcmread(deid_data("ultrasounds/GREYSCALE_IMAGE.dcm"))
+        edit(ds)
+        ds.save_as(folder / f"{name}.dcm")
+    return [f"{name}.dcm" for name in edits]
+
+
+def test_fuzzed_files_under_redact(tmp_path):
+    """The mutation corpus, the good files and damaged ultrasound regions under --redact: one
+    plain line per file, no traceback, nothing left by a file that failed or was withheld, and
+    the banner of every ultrasound written is black."""
+    import numpy as np
+    from PIL import Image
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_corpus(inp, FIXED_SEED, 2 * len(KINDS))
+    for name in GOOD_FILES:
+        shutil.copy(testdata(name), inp / f"good_{name}")
+    regions = damaged_region_ultrasounds(inp)
+    run = run_without_rust_backtraces(inp, "-o", out, "--redact", "--json")
+    log = run.stdout + run.stderr
+    assert "Traceback" not in log, log[-20000:]
+    results, summaries, stray = parse_log(run)
+    stray = [line for line in stray if not RUST_PANIC.match(line)]
+    assert not stray and len(summaries) == 1, log[-5000:]
+    assert sorted(results) == sorted(p.name for p in inp.iterdir())
+    assert run.returncode == (1 if any(label == "FAILED" for label, _ in results.values()) else 0)
+    for name, (label, rest) in sorted(results.items()):
+        images = [p.name for p in outputs_of(out, name[:-4]) if p.suffix in (".png", ".gif", ".mp4")]
+        if label != "converted" or "image withheld" in rest:
+            assert not images, (name, label, rest, images)
+    for name in ("us_region_none.dcm", "us_region_no_corners.dcm"):  # deid's EPIQ rule still applies
+        assert "burned-in text blanked (deid rule 'EPIQ 7G')" in results[name][1], results[name]
+    for name in regions:
+        assert results[name][0] == "converted", results[name]
+        pixels = np.asarray(Image.open(out / f"{name[:-4]}.png"))
+        assert pixels[:38].max() == 0, name  # the banner rows above the region
+    swapped = np.asarray(Image.open(out / "us_region_swapped.png"))
+    assert swapped.max() == 0  # a region with no area keeps nothing
+
+
+# pylibjpeg-rle's Rust code prints its own panic report on stderr before the panic reaches
+# Python as pyo3's PanicException (a BaseException): three lines with RUST_BACKTRACE=0.
+RUST_PANIC = re.compile(r"^thread '.*' panicked at |^index out of bounds: |^note: run with `RUST_BACKTRACE")
+
+
+def run_without_rust_backtraces(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "dicom_converter.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "RUST_BACKTRACE": "0"})
+
+
+def test_a_decoder_panic_fails_its_file_and_the_batch_goes_on(tmp_path):
+    """A byte-flipped RLE file (mutant 4 of the fixed corpus) on which pylibjpeg-rle panics: the
+    panic is no Exception and cannot cross the pool, and once stopped the whole batch."""
+    inp = tmp_path / "in"
+    (mutant,) = [m for m in write_corpus(tmp_path / "corpus", FIXED_SEED, 5) if m.name == "fuzz_0004_byte_flips.dcm"]
+    inp.mkdir()
+    (inp / mutant.name).write_bytes(mutant.data)
+    shutil.copy(testdata("CT_small.dcm"), inp / "CT_small.dcm")
+    run = run_without_rust_backtraces(inp, "-o", tmp_path / "out", "-j", "2")
+    results, summaries, stray = parse_log(run)
+    assert "Traceback" not in run.stderr and len(summaries) == 1, run.stdout + run.stderr
+    assert "panicked at" in run.stderr  # the file really makes the decoder panic
+    assert results[mutant.name][0] == "FAILED" and "the decoder crashed on this file" in results[mutant.name][1]
+    assert results["CT_small.dcm"][0] == "converted" and run.returncode == 1

@@ -235,6 +235,9 @@ def test_every_row_gets_its_action_at_every_depth():
     assert not [t for t in (0x00020016, 0x00020017, 0x00020018) if t in out.file_meta]
     assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID != ds.SOPInstanceUID
     assert "OperatorsName" not in out and 0x60023000 not in out and 0x50042500 not in out
+    evaluator = ds.copy()
+    evaluator.EvaluatorName = "TKEVALUATOR^NAME"  # a PN the 2026c table does not list
+    assert dc.profile_action(0x00142006) is None and not dc.deidentified(evaluator, "salt").EvaluatorName
     assert len([t for t in tokens if exact.get(tokens[t])]) > 500  # most rows carry a searchable value
 
 

@@ -1931,6 +1931,7 @@ REMOVED_ACTIONS = ("X", "X/Z", "X/D", "X/Z/D")  # "remove" is allowed by each: t
 EMPTIED_ACTIONS = ("Z", "D", "Z/D")  # a dummy value is shown as no value: there is no IOD to keep valid
 FILE_META_REMOVED = (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)  # AE titles, private info
 CONTENT_SEQUENCE = 0x0040A730
+DEIDENTIFIED = "PS3.15 basic profile, Table E.1-1 (--redact)"  # in the .txt: --skip-existing tells runs apart
 TEXT_VALUE = 0x0040A160
 
 
@@ -2382,6 +2383,8 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
 
     ds = read_dataset(source)
     rendering: dict[str, str] = {}
+    if options.redact_salt:
+        rendering["Deidentified"] = DEIDENTIFIED
     plan = pixel_plan(ds, options) if has_pixel_data(ds) else None
     if plan is not None:
         rendering["Redaction"] = plan.describe()
@@ -2729,8 +2732,9 @@ def display_name(path: Path, base: Path) -> str:
         return str(path)
 
 
-def outputs_are_current(source: Path, stem: Path) -> bool:
-    """True when `stem`'s .txt and its image outputs exist and are newer than `source`.
+def outputs_are_current(source: Path, stem: Path, redacted: bool = False) -> bool:
+    """True when `stem`'s .txt and its image outputs exist and are newer than `source`,
+    and were written with ``--redact`` when this run is `redacted` and without it when not.
 
     The .txt is written last, in the same rename step as the images, so its
     presence means the conversion finished; multi-frame files need a GIF or an
@@ -2742,7 +2746,10 @@ def outputs_are_current(source: Path, stem: Path) -> bool:
     except OSError:
         return False
     images = [stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4")]
-    return newer and (any(p.exists() for p in images) or "metadata only" in _head(text))
+    head = _head(text)
+    if (DEIDENTIFIED in head) != redacted:  # never pass an earlier run's names off as redacted
+        return False
+    return newer and (any(p.exists() for p in images) or "metadata only" in head)
 
 
 def _head(path: Path, size: int = 4096) -> str:
@@ -3042,7 +3049,7 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
         for source, stem, note in planned:
             if note:
                 log.line(f"note       {display_name(source, base)}: {note}")
-            if skip_existing and outputs_are_current(source, stem):
+            if skip_existing and outputs_are_current(source, stem, bool(options.redact_salt)):
                 counts["current"] += 1
                 finished.append(existing_result(source, stem, options))
                 log.line(f"up to date {display_name(source, base)}")

@@ -485,3 +485,49 @@ def test_overlays_are_not_drawn_under_redact(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     (png,) = (tmp_path / "out").glob("*.png")
     assert np.array_equal(np.asarray(Image.open(png)), without)
+
+
+# =============================================================================
+# Series, and runs into a folder an earlier run wrote
+# =============================================================================
+
+def localizer_slices(folder: Path) -> list[Path]:
+    """Three 160 x 160 CT localizer slices of a GE LightSpeed VCT, one series, a horizontal ramp
+    (HU 0..1590): deid's rule "LightSpeed Localizers" blanks x 0-80, y 0-85 of such images."""
+    from test_extras import write_image
+
+    ramp = np.tile(np.arange(160, dtype=np.int16) * 10 + 1024, (160, 1))
+    return [write_image(folder / f"slice{n}.dcm", ramp + n, Manufacturer="GE MEDICAL SYSTEMS",
+                        ManufacturerModelName="LightSpeed VCT", ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+                        InstanceNumber=n + 1, ImagePositionPatient=[0, 0, n],
+                        ImageOrientationPatient=[1, 0, 0, 0, 1, 0]) for n in range(3)]
+
+
+def test_series_and_single_outputs_are_blanked_alike(tmp_path):
+    localizer_slices(tmp_path / "in")
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "out", "--redact", "--series", "--8bit")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("burned-in text blanked (deid rule 'LightSpeed Localizers')") == 3, run.stdout
+    for png in sorted((tmp_path / "out").glob("slice*.png")):
+        pixels = np.asarray(Image.open(png))
+        assert pixels[:85, :80].max() == 0 and pixels[85:, 80:].min() > 0, png.name
+    (gif,) = (tmp_path / "out").glob("*.gif")  # the series cine, 160 px: not scaled
+    frames = Image.open(gif)
+    assert frames.n_frames == 3
+    for index in range(3):
+        frames.seek(index)
+        pixels = np.asarray(frames.convert("L"))
+        assert pixels[:85, :80].max() == 0 and pixels[85:, 80:].min() > 0, index
+    assert "burned-in text blanked in 3 of 3 slices" in run.stdout
+
+
+def test_skip_existing_never_takes_an_unredacted_run_for_a_redacted_one(tmp_path):
+    copy_inputs(tmp_path / "in", "CT_small.dcm")
+    out = tmp_path / "out"
+    assert run_cli(tmp_path / "in", "-o", out).returncode == 0
+    assert b"CompressedSamples" in (out / "CT_small.txt").read_bytes()
+    again = run_cli(tmp_path / "in", "-o", out, "--redact", "--skip-existing")
+    assert again.returncode == 0 and "up to date CT_small" not in again.stdout, again.stdout
+    assert b"CompressedSamples" not in (out / "CT_small.txt").read_bytes()
+    once_more = run_cli(tmp_path / "in", "-o", out, "--redact", "--skip-existing")
+    assert "up to date CT_small.dcm" in once_more.stdout, once_more.stdout

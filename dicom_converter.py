@@ -1989,7 +1989,6 @@ def deidentified(ds: Dataset, salt: str) -> Dataset:
 
 def _apply_profile(ds: Dataset, salt: str) -> None:
     from pydicom.dataelem import DataElement
-    from pydicom.datadict import dictionary_VR
 
     for tag in list(ds.keys()):
         action = profile_action(int(tag))
@@ -1999,8 +1998,7 @@ def _apply_profile(ds: Dataset, salt: str) -> None:
         raw = ds.get_item(tag, keep_deferred=True)
         if _is_deferred(raw):  # a bulk value, never a sequence: act on it unread
             if action is not None:
-                vr = raw.VR or (dictionary_VR(tag) if tag in _dictionary_tags() else "UN")
-                ds[tag] = DataElement(tag, vr, None)
+                ds[tag] = DataElement(tag, raw.VR or _dictionary_vr(tag), None)
             continue
         element = ds[tag]
         if action is None and element.VR == "PN":  # a person's name the table misses (Evaluator Name)
@@ -2036,11 +2034,13 @@ def _is_deferred(raw) -> bool:
     return isinstance(raw, RawDataElement) and raw.value is None and bool(raw.length)
 
 
-@functools.lru_cache(maxsize=None)
-def _dictionary_tags() -> frozenset:
-    from pydicom.datadict import DicomDictionary
+def _dictionary_vr(tag: int) -> str:
+    from pydicom.datadict import dictionary_VR
 
-    return frozenset(DicomDictionary)
+    try:
+        return dictionary_VR(tag).split(" or ")[0]
+    except KeyError:
+        return "UN"
 
 
 def _replaced_uids(value, salt: str):
@@ -2140,7 +2140,7 @@ def _filter_holds(ds: Dataset, action: str, field: str, value: str) -> bool:
     if action == "present":
         return content is not None
     if action == "empty":
-        return content is not None and (not content or content == "")
+        return content is not None and not content
     texts = [str(c).lower().strip() for c in (content if isinstance(content, list) else [content]) if c is not None]
     term = str(value).lower().strip()
     if action in ("equals", "notequals"):

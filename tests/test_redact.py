@@ -18,6 +18,7 @@ from conftest import copy_inputs, dicom_converter as dc, run_cli, testdata
 DEID_ULTRASOUNDS = ["GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm", "ultrasound-multiframe.dcm"]
 DEID_CINES = ["GREYSCALE_CINE.zip", "RGB_CINE.zip"]  # each a zip of one US multi-frame file
 DEID_OTHERS = ["humans/ctbrain1.dcm", "animals/cat.dcm", "dicom-cookies/image1.dcm"]
+PATIENT_FOLDER = "ZZZDOWNTIME MARY 120907058"  # RGB_IMAGE.dcm's patient and accession number
 
 
 def deid_data(name: str) -> Path:
@@ -40,6 +41,9 @@ def copy_deid_inputs(folder: Path) -> Path:
             (folder / Path(member).name).write_bytes(archive.read(member))
     for name in DEID_OTHERS:
         (folder / Path(name).name).write_bytes(deid_data(name).read_bytes())
+    named = folder / PATIENT_FOLDER  # as a hospital export names folders: after the patient
+    named.mkdir()
+    (named / "40404040404.dcm").write_bytes(deid_data("ultrasounds/RGB_IMAGE.dcm").read_bytes())
     return folder
 
 
@@ -373,14 +377,17 @@ def test_deid_data_outputs_hold_none_of_their_identifying_values(deid_run):
     inputs, out, log = deid_run
     assert (out / "index.html").exists()
     written = text_outputs(out) + log.encode()
+    names = "\n".join(str(p.relative_to(out)) for p in out.rglob("*")).casefold()
+    assert "zzzdowntime" not in names and "40404040404" not in names and "120907058" not in names
+    assert (out / "redacted-1" / "redacted-2.png").exists(), names
     searched = 0
-    for path in sorted(inputs.iterdir()):
+    for path in sorted(p for p in inputs.rglob("*.dcm")):
         values = identifying_values(path)
         searched += len(values)
         leaked = {v: sorted(k) for v, k in values.items() if v.encode() in written}
         assert not leaked, (path.name, leaked)
     assert searched > 100
-    raw = b"".join(p.read_bytes() for p in inputs.iterdir())
+    raw = b"".join(p.read_bytes() for p in inputs.rglob("*.dcm"))
     for value in ("Aaron Lear, MD", "multiple diagnoses", "RADIOLOGY1", "Rayburn^Kristine", "fragrant pond"):
         assert value.encode() in raw and value.encode() not in written, value
 

@@ -560,8 +560,8 @@ def decode_jpeg_frame(src: bytes, runner) -> bytes:
     return frame.astype(f"<u{runner.bits_allocated // 8}", copy=False).tobytes()
 
 
-def decode_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
-    """Yield the stored values of each frame of `path`, one at a time.
+def decode_frames(path: Path, ds: Dataset, order: list[int] | None = None) -> Iterator[np.ndarray]:
+    """Yield the stored values of each frame of `path`, one at a time (in `order`, when given).
 
     pydicom's `iter_pixels` reads and decodes one frame at a time from the
     file, so a long cine never sits in memory whole; YBR_FULL/YBR_FULL_422 come
@@ -589,7 +589,7 @@ def decode_frames(path: Path, ds: Dataset) -> Iterator[np.ndarray]:
 
         faulthandler._sigsegv()  # for the tests: a crash in C, as a decoder's on damaged data
     try:
-        for frame in iter_pixels(source, transfer_syntax_uid=syntax):
+        for frame in iter_pixels(source, transfer_syntax_uid=syntax, indices=order):
             yield frame
     except (NotImplementedError, RuntimeError, ImportError) as exc:
         if "missing dependencies" in str(exc) or "not supported" in str(exc) or isinstance(exc, ImportError):
@@ -851,9 +851,12 @@ SHARED_LUTS_KEPT = 16  # LUTs kept at most (a 16-bit one is 64-128 KB)
 
 
 def render_grayscale(
-    frames: Iterable[np.ndarray], attrs_of, voi_of, out_max: int, overlays=()
+    frames: Iterable[np.ndarray], attrs_of, voi_of, out_max: int, overlays=(), numbers=None
 ) -> Iterator[np.ndarray]:
-    """Render stored greyscale frames for display, one LUT per distinct frame setting."""
+    """Render stored greyscale frames for display, one LUT per distinct frame setting.
+
+    `numbers` are the file's frame numbers of the frames given, when not in storage order
+    (which overlay frame belongs to each)."""
     luts: dict[tuple, np.ndarray] = {}  # this call's LUTs from LUT Sequences
     for index, frame in enumerate(frames):
         attrs = attrs_of(index)
@@ -869,7 +872,8 @@ def render_grayscale(
                     cache.clear()
                 cache[key] = grayscale_lut(frame.dtype, attrs, voi, out_max)
             shown = cache[key][lut_index(frame)]
-        yield apply_overlays(shown, index, overlays, out_max) if overlays else shown
+        number = numbers[index] if numbers is not None else index
+        yield apply_overlays(shown, number, overlays, out_max) if overlays else shown
 
 
 def _lut_key(attrs: Dataset) -> tuple:
@@ -1017,9 +1021,10 @@ def is_colour(ds: Dataset) -> bool:
 
 
 def rendered_frames(
-    path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None, draw_overlays: bool = True
+    path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None, draw_overlays: bool = True,
+    order: list[int] | None = None,
 ) -> tuple[Iterator[np.ndarray], str]:
-    """The display frames of `path` and a description of the VOI used.
+    """The display frames of `path` (in `order`, when given) and a description of the VOI used.
 
     Overlays are drawn unless `draw_overlays` is false (``--redact``: the
     profile removes Overlay Data, whose graphics can hold text).
@@ -1030,13 +1035,14 @@ def rendered_frames(
     second pass when they fit in CLIP_CACHE_BYTES and decoded again otherwise.
     """
     if is_colour(ds):
-        return render_colour(decode_frames(path, ds), ds), "colour"
+        return render_colour(decode_frames(path, ds, order), ds), "colour"
 
     attrs_cache: dict[int, Dataset] = {}
+    numbers = order or range(number_of_frames(ds))  # the file's frame number of each frame shown
 
     def attrs_of(index: int) -> Dataset:
         if index not in attrs_cache:
-            attrs_cache[index] = frame_attributes(ds, index)
+            attrs_cache[index] = frame_attributes(ds, numbers[index])
         return attrs_cache[index]
 
     overlays = overlay_planes(ds) if draw_overlays else []
@@ -1048,19 +1054,20 @@ def rendered_frames(
         description = voi_descriptions[0] if len(voi_descriptions) == 1 else "per-frame windows"
         return (
             render_grayscale(
-                decode_frames(path, ds), attrs_of, lambda a: choose_voi(a, window), out_max, overlays
+                decode_frames(path, ds, order), attrs_of, lambda a: choose_voi(a, window), out_max, overlays,
+                numbers,
             ),
             description,
         )
 
-    kept, low, high = clip_stored_range(decode_frames(path, ds), attrs_of)
+    kept, low, high = clip_stored_range(decode_frames(path, ds, order), attrs_of)
     voi_range = Voi("range", low, high, source="no window in file")
 
     def voi_of(attrs: Dataset) -> Voi:
         return choose_voi(attrs, window) or voi_range
 
-    frames = iter(kept) if kept is not None else decode_frames(path, ds)
-    return render_grayscale(frames, attrs_of, voi_of, out_max, overlays), voi_range.describe()
+    frames = iter(kept) if kept is not None else decode_frames(path, ds, order)
+    return render_grayscale(frames, attrs_of, voi_of, out_max, overlays, numbers), voi_range.describe()
 
 
 def clip_stored_range(frames: Iterable[np.ndarray], attrs_of) -> tuple[list | None, float, float]:
@@ -1106,7 +1113,8 @@ def decode_in_helper(ds: Dataset, frames: int) -> bool:
 
 
 def rendered_frames_in_helper(
-    path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None, draw_overlays: bool = True
+    path: Path, ds: Dataset, out_max: int, window: tuple[float, float] | None, draw_overlays: bool = True,
+    order: list[int] | None = None,
 ) -> tuple[Iterator[np.ndarray], str]:
     """`rendered_frames`, run in a helper process that sends frames through a pipe.
 
@@ -1127,7 +1135,7 @@ def rendered_frames_in_helper(
 
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
-    helper = context.Process(target=_render_into_pipe, args=(send, path, out_max, window, draw_overlays),
+    helper = context.Process(target=_render_into_pipe, args=(send, path, out_max, window, draw_overlays, order),
                              daemon=True)
     helper.start()
     send.close()
@@ -1163,7 +1171,7 @@ def rendered_frames_in_helper(
     return frames(), payload
 
 
-def _render_into_pipe(send, path: Path, out_max: int, window, draw_overlays: bool) -> None:
+def _render_into_pipe(send, path: Path, out_max: int, window, draw_overlays: bool, order) -> None:
     """In the helper: render every frame and send it; errors are sent, not raised."""
     import signal
 
@@ -1173,7 +1181,7 @@ def _render_into_pipe(send, path: Path, out_max: int, window, draw_overlays: boo
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         try:
-            frames, description = rendered_frames(path, read_dataset(path), out_max, window, draw_overlays)
+            frames, description = rendered_frames(path, read_dataset(path), out_max, window, draw_overlays, order)
             send.send(("description", description))
             for frame in frames:
                 send.send(("frame", (frame.shape, frame.dtype.str)))
@@ -2297,6 +2305,170 @@ def blanked(frames: Iterable[np.ndarray], masks: Iterable[np.ndarray | None]) ->
 
 
 # =============================================================================
+# Kinds of object: what a file is decides what it becomes
+# =============================================================================
+
+CINE_POINTERS = ("FrameTime", "FrameTimeVector")  # PS3.3 C.7.6.5 Cine Module
+VOLUME_POINTERS = ("GridFrameOffsetVector", "SliceVector")  # RT Dose C.8.8.3.2, NM C.8.4.8
+SEGMENTATION_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+WHOLE_SLIDE_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+def object_kind(ds: Dataset) -> tuple[str, str]:
+    """What `ds` is, and a note when the decision is a fallback: ``metadata`` (no pixel data),
+    ``image`` (one frame), or what `multiframe_kind` says of several frames."""
+    if not has_pixel_data(ds):
+        return "metadata", ""
+    if number_of_frames(ds) == 1:
+        return "image", ""
+    return multiframe_kind(ds)
+
+
+def multiframe_kind(ds: Dataset) -> tuple[str, str]:
+    """Whether the frames of `ds` are moments (``cine``) or places (``volume``), from the standard's signals.
+
+    The rules, in order:
+    1. Frame Increment Pointer (PS3.3 C.7.6.6) names Frame Time or Frame Time
+       Vector: a cine (angiography, ultrasound, cardiac cines).
+    2. It names Grid Frame Offset Vector (RT Dose planes, C.8.8.3.2) or Slice
+       Vector (NM, C.8.4.8.1): a volume.
+    3. The frames' Plane Position (Patient) (C.7.6.16.2.3, per-frame
+       functional groups) moves along the slice normal: a volume (Enhanced
+       CT, MR, PET, tomosynthesis).  A temporal dimension over one position
+       is a cine.
+    4. Tiles of a whole-slide image (VL WSI, C.8.12.4) and segmentations
+       (C.8.20) are not yet drawn as such: they stay cines, with a note.
+    5. Anything else stays a cine, the behaviour for files with no signal.
+    """
+    pointers = ds.get("FrameIncrementPointer") or []
+    keywords = {_keyword_of(tag) for tag in (pointers if _is_multi(pointers) else [pointers])}
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if keywords & set(CINE_POINTERS):
+        return "cine", ""
+    if keywords & set(VOLUME_POINTERS):
+        return "volume", ""
+    if sop_class == SEGMENTATION_CLASS:
+        return "cine", "a segmentation, shown frame by frame (not yet over the images it segments)"
+    if sop_class == WHOLE_SLIDE_CLASS or str(ds.get("DimensionOrganizationType", "")).startswith("TILED"):
+        return "cine", "whole-slide tiles, shown one by one (not yet stitched)"
+    if len({position for position in frame_positions(ds) if position is not None}) > 1:
+        return "volume", ""
+    return "cine", ""
+
+
+def frame_positions(ds: Dataset) -> list[float | None]:
+    """Each frame's position along the slice normal (Plane Position and Orientation (Patient),
+    C.7.6.16.2.3-4, per frame or shared), None where the file does not say."""
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+    positions = []
+    for item in frames:
+        position = _group_value(item, shared, "PlanePositionSequence", "ImagePositionPatient")
+        orientation = _group_value(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+        positions.append(_along_normal(position, orientation))
+    return positions
+
+
+def _group_value(item, shared, macro: str, keyword: str):
+    for group in (item, shared):
+        if group is not None and group.get(macro):
+            value = group.get(macro)[0].get(keyword)
+            if value is not None:
+                return value
+    return None
+
+
+def _along_normal(position, orientation) -> float | None:
+    """Image Position · (row × column direction cosines), as `slice_order` orders a series."""
+    try:
+        p = [float(v) for v in position]
+        r, c = [float(v) for v in orientation[:3]], [float(v) for v in orientation[3:6]]
+    except (TypeError, ValueError):
+        return None
+    if len(p) != 3 or len(r) != 3 or len(c) != 3:
+        return None
+    normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+    return sum(a * b for a, b in zip(p, normal))
+
+
+# =============================================================================
+# Volumes: frames that are slices, in anatomical order
+# =============================================================================
+
+CONTACT_SHEET_WIDTH = 2048  # pixels at most: one picture of the whole volume, light enough to open
+
+
+def volume_order(ds: Dataset) -> tuple[list[int], str]:
+    """The frame numbers of a volume in anatomical order, and how they were ordered.
+
+    By stack (Stack ID) and temporal position (Temporal Position Index) of the
+    Frame Content (C.7.6.16.2.2), then by position along the slice normal; an
+    RT Dose by its Grid Frame Offset Vector (C.8.8.3.2); without positions, by
+    the Dimension Index Values (C.7.6.17.1); else as stored.
+    """
+    count = number_of_frames(ds)
+    offsets = ds.get("GridFrameOffsetVector")
+    if offsets is not None and _is_multi(offsets) and len(offsets) == count:
+        return sorted(range(count), key=lambda n: float(offsets[n])), "by Grid Frame Offset Vector"
+    positions = frame_positions(ds)
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if len(positions) == count and None not in positions:
+        groups = [_frame_group(item) for item in frames]
+        return sorted(range(count), key=lambda n: (groups[n], positions[n], n)), "by position along the slice normal"
+    indices = [_frame_content(item).get("DimensionIndexValues") for item in frames]
+    if len(indices) == count and None not in indices:
+        keys = [tuple(int(v) for v in (i if _is_multi(i) else [i])) for i in indices]
+        return sorted(range(count), key=lambda n: (keys[n], n)), "by Dimension Index Values"
+    return list(range(count)), "as stored (the file gives no slice positions)"
+
+
+def _frame_content(item) -> Dataset:
+    from pydicom.dataset import Dataset
+
+    content = item.get("FrameContentSequence")
+    return content[0] if content else Dataset()
+
+
+def _frame_group(item) -> tuple:
+    content = _frame_content(item)
+    return (str(content.get("StackID", "")), int(content.get("TemporalPositionIndex") or 0))
+
+
+@contextlib.contextmanager
+def contact_sheet_writer(path: Path, count: int, max_width: int = CONTACT_SHEET_WIDTH):
+    """Collect `count` frames into one PNG grid (``write(frame)``), written when done.
+
+    The grid is about square; each slice is scaled down (area averaging) to fit
+    its cell, so the sheet is at most `max_width` wide and holds only itself.
+    """
+    import math
+
+    import numpy as np
+
+    columns = max(1, math.ceil(math.sqrt(count)))
+    state: dict = {"sheet": None, "written": 0}
+
+    def write(frame: np.ndarray) -> None:
+        rows_px, cols_px = frame.shape[:2]
+        cell = min(cols_px, max(1, max_width // columns))
+        tile = fit_within(frame, max(1, round(max(rows_px, cols_px) * cell / cols_px)))
+        if state["sheet"] is None:
+            state["cell"] = tile.shape[:2]
+            shape = (math.ceil(count / columns) * tile.shape[0], columns * tile.shape[1]) + frame.shape[2:]
+            state["sheet"] = np.zeros(shape, dtype=frame.dtype)
+        height, width = state["cell"]
+        n = state["written"]
+        top, left = (n // columns) * height, (n % columns) * width
+        tile = tile[:height, :width]
+        state["sheet"][top:top + tile.shape[0], left:left + tile.shape[1]] = tile
+        state["written"] += 1
+
+    yield write
+    if state["sheet"] is not None:
+        write_png(state["sheet"], path)
+
+
+# =============================================================================
 # Converting one file
 # =============================================================================
 
@@ -2390,21 +2562,29 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
         rendering["Redaction"] = plan.describe()
     elif options.redact_salt and has_pixel_data(ds):
         rendering["Redaction"] = "pixels kept as they are (--redact-pixels keep)"
+    if has_pixel_data(ds):
+        check_image_attributes(ds)
+    kind, note = object_kind(ds)
     with staged_outputs(stem) as (output, finals):
         if plan is not None and plan.action == "withhold":
             rendering["Display"] = f"metadata only (--redact: image withheld, {plan.reason})"
-        elif has_pixel_data(ds):
-            check_image_attributes(ds)
+        elif kind == "metadata":
+            rendering["Display"] = "metadata only (no pixel data)"
+        else:
             frames_total = number_of_frames(ds)
             check_memory(ds, frames_total, options.max_memory)
             check_pixel_data_length(ds)
-            sixteen = not options.eight_bit and not is_colour(ds) and (frames_total == 1 or options.frame_pngs)
+            order, ordered_by = volume_order(ds) if kind == "volume" else (None, "")
+            sixteen = not options.eight_bit and not is_colour(ds) and (kind == "image" or options.frame_pngs)
             render = rendered_frames_in_helper if decode_in_helper(ds, frames_total) else rendered_frames
-            frames, voi_text = render(source, ds, 65535 if sixteen else 255, options.window, not options.redact_salt)
+            frames, voi_text = render(source, ds, 65535 if sixteen else 255, options.window, not options.redact_salt,
+                                      order)
             if plan is not None and plan.action == "blank":
                 frames = blanked(frames, itertools.repeat(blank_mask(plan, int(ds.Rows), int(ds.Columns))))
             rendering["Display"] = voi_text
-            if frames_total == 1:
+            if note:
+                rendering["Kind"] = note
+            if kind == "image":
                 frame = next(frames, None)
                 if frame is None:
                     raise CorruptFile("no frame could be decoded")
@@ -2412,13 +2592,15 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
                     write_png(frame, output(".png"))
                 rendering["Output"] = f"PNG {'16' if sixteen else '8'}-bit" if options.write_png else "none"
             else:
-                timing = frame_timing(ds, frames_total, options.fps)
+                if kind == "volume":
+                    timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), frames_total, "slices, not time")
+                    rendering["Slices"] = f"{frames_total}, {ordered_by}"
+                else:
+                    timing = frame_timing(ds, frames_total, options.fps)
                 rendering["FrameRate"] = timing.describe()
-                written = write_cine(frames, output, timing, options)
+                written = write_cine(frames, output, timing, options, sheet=kind == "volume" and options.write_png)
                 if written != frames_total:
                     raise CorruptFile(f"decoded {written} of {frames_total} frames")
-        else:
-            rendering["Display"] = "metadata only (no pixel data)"
         shown = as_shown(ds, options)
         if options.write_json:
             import json
@@ -2428,14 +2610,15 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
         write_text(metadata_text(shown, rendering), output(".txt"))
         # everything that can fail happens before the outputs take their final names
         record = {**index_record(shown), **rendering}
-    summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate"))
+    summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate", "Kind"))
     if plan is not None and plan.action == "blank":
         summary += f", burned-in text blanked ({plan.reason})"
     return finals, summary, record
 
 
-def write_cine(frames, output, timing: Timing, options: Options) -> int:
-    """GIF, MP4 and (with --frames) a PNG per frame, all fed as each frame is decoded.
+def write_cine(frames, output, timing: Timing, options: Options, sheet: bool = False) -> int:
+    """GIF, MP4, (with --frames) a PNG per frame and (with `sheet`) a contact sheet as the
+    PNG, all fed as each frame is decoded.
 
     `output` is `staged_outputs`' stager for this file's outputs.
 
@@ -2450,6 +2633,8 @@ def write_cine(frames, output, timing: Timing, options: Options) -> int:
             writers.append(stack.enter_context(in_own_thread(mp4_writer(output(".mp4"), timing.rate, options.crf))))
         if options.write_gif:
             writers.append(stack.enter_context(gif_writer(output(".gif"), timing.durations_ms, options.gif_max_size)))
+        if sheet:
+            writers.append(stack.enter_context(contact_sheet_writer(output(".png"), len(timing.durations_ms))))
         count = 0
         for frame in frames:
             count += 1

@@ -1,0 +1,119 @@
+"""Multi-frame objects whose frames are slices, not moments: the kind decision, anatomical order,
+"slices, not time", and the contact sheet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import dicom_converter as dc, run_cli, testdata
+
+
+def rendered(path, order=None, out_max=255) -> list[np.ndarray]:
+    frames, _ = dc.rendered_frames(path, dc.read_dataset(path), out_max, None, True, order)
+    return list(frames)
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("eCT_Supplemental.dcm", "volume"),   # Enhanced CT, Plane Position per frame
+    ("rtdose.dcm", "volume"),             # Frame Increment Pointer -> Grid Frame Offset Vector
+    ("examples_ybr_color.dcm", "cine"),   # US multi-frame, Frame Increment Pointer -> Frame Time
+    ("emri_small.dcm", "cine"),           # Enhanced MR with no positions: no signal, as before
+    ("liver.dcm", "cine"),                # segmentation: a cine with a note, for now
+])
+def test_the_kind_of_each_multiframe_file(name, kind):
+    ds = dc.read_dataset(testdata(name))
+    assert dc.object_kind(ds)[0] == kind
+    assert bool(dc.object_kind(ds)[1]) == (name == "liver.dcm")
+
+
+def test_an_enhanced_ct_scrolls_in_anatomical_order(tmp_path):
+    """eCT_Supplemental stores its slices at 159 then 149 along the normal (orientation -1,0,0 /
+    0,1,0: normal -z; z -159 then -149): shown 149 first, as its Dimension Index Values say."""
+    import pydicom
+
+    source = testdata("eCT_Supplemental.dcm")
+    ds = pydicom.dcmread(source, stop_before_pixels=True)
+    assert [f.FrameContentSequence[0].DimensionIndexValues for f in ds.PerFrameFunctionalGroupsSequence] == [[1, 2], [1, 1]]
+    assert dc.volume_order(dc.read_dataset(source)) == ([1, 0], "by position along the slice normal")
+    run = run_cli(source, "-o", tmp_path, "--frames")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "10 fps (slices, not time)" in run.stdout
+    stored = rendered(source, out_max=65535)
+    assert not np.array_equal(stored[0], stored[1])
+    shown = [np.asarray(Image.open(tmp_path / "eCT_Supplemental_frames" / f"{n:04d}.png")) for n in (1, 2)]
+    assert np.array_equal(shown[0], stored[1]) and np.array_equal(shown[1], stored[0])
+    text = (tmp_path / "eCT_Supplemental.txt").read_text(encoding="utf-8")
+    assert "Slices                 2, by position along the slice normal" in text
+    assert "FrameRate              10 fps (slices, not time)" in text
+
+
+def test_the_contact_sheet_holds_every_slice_in_order(tmp_path):
+    source = testdata("eCT_Supplemental.dcm")
+    run = run_cli(source, "-o", tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    sheet = np.asarray(Image.open(tmp_path / "eCT_Supplemental.png"))
+    first, second = rendered(source, order=[1, 0])
+    assert sheet.shape == (512, 1024)
+    assert np.array_equal(sheet[:, :512], first) and np.array_equal(sheet[:, 512:], second)
+
+
+def reversed_dose(path):
+    """pydicom's rtdose.dcm (15 dose planes of 10 x 10, offsets 0..70 mm) with its Grid Frame
+    Offset Vector reversed, so the planes are stored from 70 down to 0 mm."""
+    import pydicom
+
+    ds = pydicom.dcmread(testdata("rtdose.dcm"))
+    ds.GridFrameOffsetVector = list(reversed([float(v) for v in ds.GridFrameOffsetVector]))
+    ds.save_as(path)
+    return path
+
+
+def test_dose_planes_in_grid_offset_order_on_one_sheet(tmp_path):
+    source = reversed_dose(tmp_path / "dose.dcm")
+    order, how = dc.volume_order(dc.read_dataset(source))
+    assert order == list(range(14, -1, -1)) and how == "by Grid Frame Offset Vector"
+    run = run_cli(source, "-o", tmp_path / "out")
+    assert run.returncode == 0, run.stdout + run.stderr
+    sheet = np.asarray(Image.open(tmp_path / "out" / "dose.png"))
+    planes = rendered(source, order=order)
+    assert sheet.shape == (40, 40)  # 4 x 4 cells of 10 x 10, the last one empty
+    for n, plane in enumerate(planes):
+        row, column = divmod(n, 4)
+        assert np.array_equal(sheet[row * 10:(row + 1) * 10, column * 10:(column + 1) * 10], plane), n
+    assert not sheet[30:, 30:].any()
+
+
+def test_a_big_volume_gives_a_sheet_at_most_2048_wide():
+    frames = [np.full((512, 512), n, dtype=np.uint8) for n in range(100)]
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "sheet.png"
+        with dc.contact_sheet_writer(path, len(frames)) as write:
+            for frame in frames:
+                write(frame)
+        sheet = np.asarray(Image.open(path))
+    assert sheet.shape == (10 * 204, 10 * 204)  # 10 columns of 2048 // 10 = 204 px
+    assert sheet[0, 0] == 0 and sheet[204 * 3 + 5, 204 * 7 + 5] == 37 and sheet[-1, -1] == 99
+
+
+def test_positions_that_lie_fall_back_in_order_and_say_so():
+    """eCT_Supplemental edited: a frame's position that is no number, then a per-frame
+    sequence one item short of the frames."""
+    import copy
+
+    import pydicom
+
+    ds = pydicom.dcmread(testdata("eCT_Supplemental.dcm"))
+    broken = copy.deepcopy(ds)
+    broken.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].add_new(0x00200032, "LO", ["x", "y", "z"])
+    assert dc.frame_positions(broken)[0] is None
+    assert dc.multiframe_kind(broken) == ("cine", "")  # one position left: nothing says "slices"
+    assert dc.volume_order(broken) == ([1, 0], "by Dimension Index Values")
+    short = copy.deepcopy(ds)
+    del short.PerFrameFunctionalGroupsSequence[1]
+    assert dc.volume_order(short) == ([0, 1], "as stored (the file gives no slice positions)")

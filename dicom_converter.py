@@ -2336,9 +2336,11 @@ def multiframe_kind(ds: Dataset) -> tuple[str, str]:
        functional groups) moves along the slice normal: a volume (Enhanced
        CT, MR, PET, tomosynthesis).  A temporal dimension over one position
        is a cine.
-    4. Tiles of a whole-slide image (VL WSI, C.8.12.4) and segmentations
-       (C.8.20) are not yet drawn as such: they stay cines, with a note.
-    5. Anything else stays a cine, the behaviour for files with no signal.
+    4. Dimension Organization Type TILED_FULL or TILED_SPARSE (C.7.6.17), or
+       the VL Whole Slide Microscopy class (C.8.12.4): a ``slide``, its tiles
+       stitched.
+    5. Segmentations (C.8.20) are not yet drawn as such: a cine, with a note.
+    6. Anything else stays a cine, the behaviour for files with no signal.
     """
     pointers = ds.get("FrameIncrementPointer") or []
     keywords = {_keyword_of(tag) for tag in (pointers if _is_multi(pointers) else [pointers])}
@@ -2347,10 +2349,10 @@ def multiframe_kind(ds: Dataset) -> tuple[str, str]:
         return "cine", ""
     if keywords & set(VOLUME_POINTERS):
         return "volume", ""
+    if sop_class == WHOLE_SLIDE_CLASS or str(ds.get("DimensionOrganizationType", "")).startswith("TILED"):
+        return "slide", ""
     if sop_class == SEGMENTATION_CLASS:
         return "cine", "a segmentation, shown frame by frame (not yet over the images it segments)"
-    if sop_class == WHOLE_SLIDE_CLASS or str(ds.get("DimensionOrganizationType", "")).startswith("TILED"):
-        return "cine", "whole-slide tiles, shown one by one (not yet stitched)"
     if len({position for position in frame_positions(ds) if position is not None}) > 1:
         return "volume", ""
     return "cine", ""
@@ -2469,6 +2471,195 @@ def contact_sheet_writer(path: Path, count: int, max_width: int = CONTACT_SHEET_
 
 
 # =============================================================================
+# RT Dose: planes of dose in Gy, in colour, with a scale
+# =============================================================================
+
+RT_DOSE_CLASS = "1.2.840.10008.5.1.4.1.1.481.2"
+# The colour wash radiotherapy planning systems show: no dose black, then blue, cyan, green,
+# yellow and red up to white at the maximum, linear between these anchors (fraction, RGB).
+DOSE_COLOURS = ((0.0, (0, 0, 0)), (0.15, (0, 0, 255)), (0.35, (0, 255, 255)), (0.55, (0, 255, 0)),
+                (0.75, (255, 255, 0)), (0.9, (255, 0, 0)), (1.0, (255, 255, 255)))
+DOSE_MIN_HEIGHT = 256  # dose grids are coarse (a few mm a voxel): planes are enlarged to at least this, by whole voxels
+DOSE_SCALE_WIDTH = 88  # pixels beside each plane: the colour bar and its labels in Gy
+
+
+def dose_colour_lut() -> np.ndarray:
+    """256 RGB entries of `DOSE_COLOURS`, for dose fractions 0..1 in 255 steps."""
+    import numpy as np
+
+    steps = np.linspace(0.0, 1.0, 256)
+    stops = np.array([fraction for fraction, _ in DOSE_COLOURS])
+    colours = np.array([rgb for _, rgb in DOSE_COLOURS], dtype=float)
+    return np.stack([np.interp(steps, stops, colours[:, k]) for k in range(3)], axis=-1).round().astype(np.uint8)
+
+
+def dose_frames(path: Path, ds: Dataset, order: list[int]) -> tuple[Iterator[np.ndarray], str]:
+    """The dose planes of an RT Dose (PS3.3 C.8.8.3) in `order`, coloured from 0 to the
+    volume's maximum, each with a scale bar in Gy (Dose Grid Scaling x stored value)."""
+    import numpy as np
+
+    scaling = float(ds.get("DoseGridScaling") or 1.0)
+    units = str(ds.get("DoseUnits", "") or "").upper()
+    unit = "Gy" if units == "GY" else ("rel." if units == "RELATIVE" else units or "?")  # RELATIVE: to a reference dose
+    kept, _, high = clip_stored_range(decode_frames(path, ds, order), lambda index: ds)
+    top = high * scaling
+    lut = dose_colour_lut()
+    scale = dose_scale(int(ds.Rows), int(ds.Columns), top, unit, lut)
+
+    def frames() -> Iterator[np.ndarray]:
+        for stored in (iter(kept) if kept is not None else decode_frames(path, ds, order)):
+            fraction = stored.astype(np.float64) * scaling / top if top > 0 else np.zeros(stored.shape)
+            plane = lut[np.clip(np.rint(fraction * 255), 0, 255).astype(np.uint8)]
+            yield np.concatenate([_enlarged(plane), scale], axis=1)
+
+    return frames(), f"dose 0 to {top:.4g} {unit} (Dose Grid Scaling {scaling:g}), colour scale beside each plane"
+
+
+def _enlarged(plane: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    times = max(1, -(-DOSE_MIN_HEIGHT // plane.shape[0]))
+    return np.repeat(np.repeat(plane, times, axis=0), times, axis=1)
+
+
+def dose_scale(rows: int, columns: int, top: float, unit: str, lut: np.ndarray) -> np.ndarray:
+    """The colour bar (maximum at the top) with 0, half and the maximum labelled, as tall as an enlarged plane."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    height = rows * max(1, -(-DOSE_MIN_HEIGHT // rows))
+    bar = np.zeros((height, DOSE_SCALE_WIDTH, 3), dtype=np.uint8)
+    levels = np.linspace(255, 0, height).round().astype(np.uint8)
+    bar[:, 4:16] = lut[levels][:, None, :]
+    image = Image.fromarray(bar)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=12)
+    for fraction, anchor in ((1.0, "lt"), (0.5, "lm"), (0.0, "lb")):
+        y = round((1 - fraction) * (height - 1))
+        draw.text((20, y), f"{fraction * top:.3g} {unit}", fill=(255, 255, 255), font=font, anchor=anchor)
+    return np.asarray(image)
+
+
+# =============================================================================
+# Whole-slide images: tiles stitched into one picture
+# =============================================================================
+
+# A stitched level wider or taller than this is area-averaged down by a power of two (tiles
+# are 2^n pixels, so each output pixel then comes from one tile): a 40x level of ~100k x 80k
+# pixels becomes ~6k x 5k.  Memory: the output image and one tile.
+SLIDE_MAX_SIDE = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class SlideLayout:
+    """Where each frame of a tiled image goes in its Total Pixel Matrix (PS3.3 C.8.12.4)."""
+
+    rows: int  # Total Pixel Matrix Rows
+    columns: int  # Total Pixel Matrix Columns
+    tiles: tuple[tuple[int, int] | None, ...]  # each frame's top-left (row, column), 0-based; None: not drawn
+    organization: str
+
+    def factor(self, max_side: int = SLIDE_MAX_SIDE) -> int:
+        factor = 1
+        while max(self.rows, self.columns) > max_side * factor:
+            factor *= 2
+        return factor
+
+
+def slide_layout(ds: Dataset) -> SlideLayout:
+    """The tile layout of a whole-slide image level.
+
+    TILED_FULL (C.7.6.17.3): the frames fill the matrix tile row by tile row,
+    left to right, first focal plane and optical path first; only that first
+    plane is drawn.  TILED_SPARSE: each frame's Plane Position (Slide)
+    (C.8.12.6.1) gives its 1-based Row/Column Position In Total Image Pixel
+    Matrix; a position given twice (another focal plane) keeps its first tile.
+    """
+    import math
+
+    rows, columns = int(ds.get("TotalPixelMatrixRows") or ds.Rows), int(ds.get("TotalPixelMatrixColumns") or ds.Columns)
+    if rows < 1 or columns < 1:
+        raise CorruptFile(f"a total pixel matrix of {columns} x {rows}")
+    tile_rows, tile_columns, count = int(ds.Rows), int(ds.Columns), number_of_frames(ds)
+    organization = str(ds.get("DimensionOrganizationType", "") or "")
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if organization == "TILED_SPARSE" or not organization and frames and "PlanePositionSlideSequence" in frames[0]:
+        tiles: list[tuple[int, int] | None] = []
+        seen = set()
+        for item in frames[:count]:
+            position = (item.get("PlanePositionSlideSequence") or [None])[0]
+            try:
+                place = (int(position.RowPositionInTotalImagePixelMatrix) - 1,
+                         int(position.ColumnPositionInTotalImagePixelMatrix) - 1)
+            except (AttributeError, TypeError, ValueError):
+                place = None
+            if place is not None and (place in seen or not (0 <= place[0] < rows and 0 <= place[1] < columns)):
+                place = None
+            seen.add(place)
+            tiles.append(place)
+        tiles += [None] * (count - len(tiles))
+    else:
+        across = math.ceil(columns / tile_columns)
+        plane = across * math.ceil(rows / tile_rows)
+        tiles = [((n // across) * tile_rows, (n % across) * tile_columns) if n < plane else None for n in range(count)]
+    return SlideLayout(rows, columns, tuple(tiles), organization or "TILED_FULL")
+
+
+def stitched_slide(frames: Iterable[np.ndarray], layout: SlideLayout, factor: int) -> np.ndarray:
+    """The tiles placed in one picture, scaled down by `factor` (area averaging); missing tiles black."""
+    import math
+
+    import numpy as np
+
+    picture = None
+    for frame, place in zip(frames, layout.tiles):
+        if place is None:
+            continue
+        if picture is None:
+            shape = (math.ceil(layout.rows / factor), math.ceil(layout.columns / factor)) + frame.shape[2:]
+            picture = np.zeros(shape, dtype=frame.dtype)
+        top, left = place
+        tile = frame[:layout.rows - top, :layout.columns - left]  # edge tiles are padded past the matrix
+        if factor > 1:
+            tile, top, left = _area_averaged(tile, top, left, factor)
+        region = picture[top:top + tile.shape[0], left:left + tile.shape[1]]
+        region[...] = tile[:region.shape[0], :region.shape[1]]
+    if picture is None:
+        raise CorruptFile("no tile of the slide lies in its total pixel matrix")
+    return picture
+
+
+def _area_averaged(tile: np.ndarray, top: int, left: int, factor: int) -> tuple[np.ndarray, int, int]:
+    """`tile` (at `top`, `left` in the matrix) as the output pixels it covers, each the mean of the
+    tile's pixels in its `factor` x `factor` block; where the output lands."""
+    import numpy as np
+
+    above, before = top % factor, left % factor
+    height = -(-(above + tile.shape[0]) // factor) * factor
+    width = -(-(before + tile.shape[1]) // factor) * factor
+    padded = np.zeros((height, width) + tile.shape[2:], dtype=np.float32)
+    counts = np.zeros((height, width), dtype=np.float32)
+    padded[above:above + tile.shape[0], before:before + tile.shape[1]] = tile
+    counts[above:above + tile.shape[0], before:before + tile.shape[1]] = 1
+    shape = (height // factor, factor, width // factor, factor)
+    sums = padded.reshape(shape + tile.shape[2:]).sum(axis=(1, 3))
+    weight = counts.reshape(shape).sum(axis=(1, 3))
+    if tile.ndim == 3:
+        weight = weight[..., None]
+    mean = np.rint(sums / np.maximum(weight, 1)).astype(tile.dtype)
+    return mean, top // factor, left // factor
+
+
+def check_slide_memory(ds: Dataset, layout: SlideLayout, factor: int, limit: int) -> None:
+    """Refuse a stitched picture (plus a tile) larger than `limit` bytes."""
+    samples, depth = int(ds.get("SamplesPerPixel") or 1), max(1, int(ds.BitsAllocated) // 8)
+    declared = (-(-layout.rows // factor) * -(-layout.columns // factor) + int(ds.Rows) * int(ds.Columns) * 4) * samples * depth
+    if declared > limit:
+        raise Unsupported(f"a stitched slide of {declared / 2**20:,.0f} MB exceeds the memory limit of "
+                          f"{limit / 2**20:,.0f} MB (see --max-memory)")
+
+
+# =============================================================================
 # Converting one file
 # =============================================================================
 
@@ -2570,6 +2761,22 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
             rendering["Display"] = f"metadata only (--redact: image withheld, {plan.reason})"
         elif kind == "metadata":
             rendering["Display"] = "metadata only (no pixel data)"
+        elif kind == "slide":
+            layout = slide_layout(ds)
+            factor = layout.factor()
+            check_slide_memory(ds, layout, factor, options.max_memory)
+            check_pixel_data_length(ds)
+            frames, voi_text = rendered_frames(source, ds, 255, options.window, not options.redact_salt)
+            if plan is not None and plan.action == "blank":
+                frames = blanked(frames, itertools.repeat(blank_mask(plan, int(ds.Rows), int(ds.Columns))))
+            picture = stitched_slide(frames, layout, factor)
+            drawn = sum(place is not None for place in layout.tiles)
+            rendering["Display"] = voi_text
+            rendering["Slide"] = (f"{layout.columns} x {layout.rows} pixels from {drawn} of {len(layout.tiles)} "
+                                  f"tiles ({layout.organization})" + (f", written at 1/{factor}" if factor > 1 else ""))
+            if options.write_png:
+                write_png(picture, output(".png"))
+            rendering["Output"] = "PNG 8-bit" if options.write_png else "none"
         else:
             frames_total = number_of_frames(ds)
             check_memory(ds, frames_total, options.max_memory)
@@ -2577,8 +2784,11 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
             order, ordered_by = volume_order(ds) if kind == "volume" else (None, "")
             sixteen = not options.eight_bit and not is_colour(ds) and (kind == "image" or options.frame_pngs)
             render = rendered_frames_in_helper if decode_in_helper(ds, frames_total) else rendered_frames
-            frames, voi_text = render(source, ds, 65535 if sixteen else 255, options.window, not options.redact_salt,
-                                      order)
+            if str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS:
+                frames, voi_text = dose_frames(source, ds, order or list(range(frames_total)))
+            else:
+                frames, voi_text = render(source, ds, 65535 if sixteen else 255, options.window,
+                                          not options.redact_salt, order)
             if plan is not None and plan.action == "blank":
                 frames = blanked(frames, itertools.repeat(blank_mask(plan, int(ds.Rows), int(ds.Columns))))
             rendering["Display"] = voi_text
@@ -2610,7 +2820,7 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
         write_text(metadata_text(shown, rendering), output(".txt"))
         # everything that can fail happens before the outputs take their final names
         record = {**index_record(shown), **rendering}
-    summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate", "Kind"))
+    summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate", "Kind", "Slide"))
     if plan is not None and plan.action == "blank":
         summary += f", burned-in text blanked ({plan.reason})"
     return finals, summary, record

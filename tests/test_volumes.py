@@ -71,19 +71,28 @@ def reversed_dose(path):
     return path
 
 
-def test_dose_planes_in_grid_offset_order_on_one_sheet(tmp_path):
+def test_dose_planes_in_grid_offset_order_coloured_in_dose_units(tmp_path):
+    import pydicom
+
     source = reversed_dose(tmp_path / "dose.dcm")
     order, how = dc.volume_order(dc.read_dataset(source))
     assert order == list(range(14, -1, -1)) and how == "by Grid Frame Offset Vector"
     run = run_cli(source, "-o", tmp_path / "out")
     assert run.returncode == 0, run.stdout + run.stderr
+    assert "dose 0 to 1.254 rel. (Dose Grid Scaling 1e-06)" in run.stdout  # RELATIVE units, 1.254e6 x 1e-6
+    stored = pydicom.dcmread(source).pixel_array
+    lut = dc.dose_colour_lut()
+    assert tuple(lut[0]) == (0, 0, 0) and tuple(lut[255]) == (255, 255, 255)
     sheet = np.asarray(Image.open(tmp_path / "out" / "dose.png"))
-    planes = rendered(source, order=order)
-    assert sheet.shape == (40, 40)  # 4 x 4 cells of 10 x 10, the last one empty
-    for n, plane in enumerate(planes):
+    cell_height, cell_width = 260, 260 + dc.DOSE_SCALE_WIDTH  # 10 x 10 voxels enlarged 26 times, and the scale
+    assert sheet.shape == (4 * cell_height, 4 * cell_width, 3)
+    for n, frame in enumerate(order):
+        expected = lut[np.rint(stored[frame] / stored.max() * 255).astype(np.uint8)]
+        expected = np.repeat(np.repeat(expected, 26, axis=0), 26, axis=1)
         row, column = divmod(n, 4)
-        assert np.array_equal(sheet[row * 10:(row + 1) * 10, column * 10:(column + 1) * 10], plane), n
-    assert not sheet[30:, 30:].any()
+        cell = sheet[row * cell_height:(row + 1) * cell_height, column * cell_width:(column + 1) * cell_width]
+        assert np.array_equal(cell[:, :260], expected), n
+        assert np.array_equal(cell[0, 264], lut[255]) and np.array_equal(cell[-1, 264], lut[0])  # the colour bar
 
 
 def test_a_big_volume_gives_a_sheet_at_most_2048_wide():

@@ -2316,9 +2316,12 @@ WHOLE_SLIDE_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 def object_kind(ds: Dataset) -> tuple[str, str]:
     """What `ds` is, and a note when the decision is a fallback: ``metadata`` (no pixel data),
-    ``image`` (one frame), or what `multiframe_kind` says of several frames."""
+    ``segmentation`` (PS3.3 A.51, one frame or many), ``image`` (one frame), or what
+    `multiframe_kind` says of several frames."""
     if not has_pixel_data(ds):
         return "metadata", ""
+    if str(ds.get("SOPClassUID", "")) == SEGMENTATION_CLASS:
+        return "segmentation", ""
     if number_of_frames(ds) == 1:
         return "image", ""
     return multiframe_kind(ds)
@@ -2339,7 +2342,8 @@ def multiframe_kind(ds: Dataset) -> tuple[str, str]:
     4. Dimension Organization Type TILED_FULL or TILED_SPARSE (C.7.6.17), or
        the VL Whole Slide Microscopy class (C.8.12.4): a ``slide``, its tiles
        stitched.
-    5. Segmentations (C.8.20) are not yet drawn as such: a cine, with a note.
+    5. The Segmentation class (C.8.20): a ``segmentation``, its segments
+       coloured slice by slice.
     6. Anything else stays a cine, the behaviour for files with no signal.
     """
     pointers = ds.get("FrameIncrementPointer") or []
@@ -2352,7 +2356,7 @@ def multiframe_kind(ds: Dataset) -> tuple[str, str]:
     if sop_class == WHOLE_SLIDE_CLASS or str(ds.get("DimensionOrganizationType", "")).startswith("TILED"):
         return "slide", ""
     if sop_class == SEGMENTATION_CLASS:
-        return "cine", "a segmentation, shown frame by frame (not yet over the images it segments)"
+        return "segmentation", ""
     if len({position for position in frame_positions(ds) if position is not None}) > 1:
         return "volume", ""
     return "cine", ""
@@ -2541,6 +2545,96 @@ def dose_scale(rows: int, columns: int, top: float, unit: str, lut: np.ndarray) 
 
 
 # =============================================================================
+# Segmentations: each segment in its colour, slice by slice
+# =============================================================================
+
+SEGMENT_COLOURS = ((255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64, 255), (0, 220, 220))
+# CIELab (D50, the ICC profile connection space of PS3.3 C.10.7.1.1) to sRGB (D65): Bradford
+# adaptation, then the sRGB primaries (IEC 61966-2-1).
+BRADFORD_D50_TO_D65 = ((0.9555766, -0.0230393, 0.0631636), (-0.0282895, 1.0099416, 0.0210077),
+                       (0.0122982, -0.0204830, 1.3299098))
+XYZ_TO_LINEAR_SRGB = ((3.2404542, -1.5371385, -0.4985314), (-0.9692660, 1.8760108, 0.0415560),
+                      (0.0556434, -0.2040259, 1.0572252))
+D50_WHITE = (0.96422, 1.0, 0.82521)
+
+
+def cielab_to_srgb(scaled: Iterable[int]) -> tuple[int, int, int]:
+    """A DICOM CIELab value (L* 0..100 and a*, b* -128..127, each scaled to 0..65535) as 8-bit sRGB."""
+    import numpy as np
+
+    v = [float(x) / 65535 for x in scaled]
+    lightness, a, b = v[0] * 100, v[1] * 255 - 128, v[2] * 255 - 128
+    fy = (lightness + 16) / 116
+    epsilon, kappa = 216 / 24389, 24389 / 27
+
+    def inverse(t: float) -> float:
+        return t ** 3 if t ** 3 > epsilon else (116 * t - 16) / kappa
+
+    xyz = np.array([inverse(fy + a / 500), fy ** 3 if lightness > kappa * epsilon else lightness / kappa,
+                    inverse(fy - b / 200)]) * np.array(D50_WHITE)
+    linear = np.clip(np.array(XYZ_TO_LINEAR_SRGB) @ (np.array(BRADFORD_D50_TO_D65) @ xyz), 0, 1)
+    encoded = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return tuple(int(round(c * 255)) for c in encoded)
+
+
+def segments(ds: Dataset) -> dict[int, tuple[str, tuple[int, int, int]]]:
+    """Segment number -> (label, sRGB colour) from the Segment Sequence (C.8.20.4): the
+    Recommended Display CIELab Value, else a colour of `SEGMENT_COLOURS` by number."""
+    found = {}
+    for item in ds.get("SegmentSequence") or []:
+        number = int(item.get("SegmentNumber") or len(found) + 1)
+        lab = item.get("RecommendedDisplayCIELabValue")
+        colour = cielab_to_srgb(lab) if lab is not None and len(lab) == 3 else \
+            SEGMENT_COLOURS[(number - 1) % len(SEGMENT_COLOURS)]
+        found[number] = (_text_of(item.get("SegmentLabel", "")) or f"segment {number}", colour)
+    return found
+
+
+def segmentation_slices(ds: Dataset) -> list[list[tuple[int, int]]]:
+    """The frames of a segmentation grouped by slice, slices in order along the normal: each a
+    list of (frame number, segment number).  Frames without a position are slices of their own."""
+    positions = frame_positions(ds)
+    items = ds.get("PerFrameFunctionalGroupsSequence") or []
+    count = number_of_frames(ds)
+    by_slice: dict = {}
+    for n in range(count):
+        identification = (items[n].get("SegmentIdentificationSequence") or [None])[0] if n < len(items) else None
+        segment = int(getattr(identification, "ReferencedSegmentNumber", 1) or 1)
+        position = positions[n] if n < len(positions) and positions[n] is not None else None
+        key = (0, round(position, 3)) if position is not None else (1, n)
+        by_slice.setdefault(key, []).append((n, segment))
+    return [by_slice[key] for key in sorted(by_slice)]
+
+
+def segmentation_frames(path: Path, ds: Dataset, slices: list[list[tuple[int, int]]]) -> tuple[Iterator[np.ndarray], str]:
+    """Each slice as RGB on black: every segment's frame in its colour, BINARY masks opaque,
+    FRACTIONAL ones by opacity (value / Maximum Fractional Value, C.8.20.2.3)."""
+    import numpy as np
+
+    colours = segments(ds)
+    fractional = str(ds.get("SegmentationType", "")).upper() == "FRACTIONAL"
+    maximum = float(ds.get("MaximumFractionalValue") or 255) if fractional else 1.0
+    order = [frame for group in slices for frame, _ in group]
+
+    def frames() -> Iterator[np.ndarray]:
+        decoded = decode_frames(path, ds, order)
+        for group in slices:
+            shown = np.zeros((int(ds.Rows), int(ds.Columns), 3), dtype=np.float32)
+            for _, segment in group:
+                mask = next(decoded)
+                opacity = np.clip(mask.astype(np.float32) / maximum, 0, 1)[..., None]
+                colour = np.array(colours.get(segment, ("", (255, 255, 255)))[1], dtype=np.float32)
+                shown = shown * (1 - opacity) + colour * opacity
+            yield np.rint(shown).astype(np.uint8)
+
+    legend = [f"{number} {label} (sRGB {','.join(map(str, rgb))})" for number, (label, rgb) in colours.items()]
+    unknown = sorted({segment for group in slices for _, segment in group} - set(colours))
+    legend += [f"{number} not in the Segment Sequence (white)" for number in unknown]
+    legend = "; ".join(legend)
+    return frames(), f"{'fractional' if fractional else 'binary'} segmentation on black: {legend or 'no segments'}"
+
+
+# =============================================================================
 # Whole-slide images: tiles stitched into one picture
 # =============================================================================
 
@@ -2577,7 +2671,8 @@ def slide_layout(ds: Dataset) -> SlideLayout:
     """
     import math
 
-    rows, columns = int(ds.get("TotalPixelMatrixRows") or ds.Rows), int(ds.get("TotalPixelMatrixColumns") or ds.Columns)
+    rows, columns = (int(ds.get(total) if ds.get(total) is not None else ds.get(tile))
+                     for total, tile in (("TotalPixelMatrixRows", "Rows"), ("TotalPixelMatrixColumns", "Columns")))
     if rows < 1 or columns < 1:
         raise CorruptFile(f"a total pixel matrix of {columns} x {rows}")
     tile_rows, tile_columns, count = int(ds.Rows), int(ds.Columns), number_of_frames(ds)
@@ -2782,9 +2877,13 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
             check_memory(ds, frames_total, options.max_memory)
             check_pixel_data_length(ds)
             order, ordered_by = volume_order(ds) if kind == "volume" else (None, "")
+            slices = segmentation_slices(ds) if kind == "segmentation" else None
             sixteen = not options.eight_bit and not is_colour(ds) and (kind == "image" or options.frame_pngs)
             render = rendered_frames_in_helper if decode_in_helper(ds, frames_total) else rendered_frames
-            if str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS:
+            if slices is not None:
+                frames, voi_text = segmentation_frames(source, ds, slices)
+                frames_total = len(slices)
+            elif kind == "volume" and str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS:
                 frames, voi_text = dose_frames(source, ds, order or list(range(frames_total)))
             else:
                 frames, voi_text = render(source, ds, 65535 if sixteen else 255, options.window,
@@ -2794,21 +2893,23 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
             rendering["Display"] = voi_text
             if note:
                 rendering["Kind"] = note
-            if kind == "image":
+            if kind == "image" or slices is not None and len(slices) == 1:
                 frame = next(frames, None)
                 if frame is None:
                     raise CorruptFile("no frame could be decoded")
                 if options.write_png:
                     write_png(frame, output(".png"))
-                rendering["Output"] = f"PNG {'16' if sixteen else '8'}-bit" if options.write_png else "none"
+                rendering["Output"] = f"PNG {'16' if sixteen and kind == 'image' else '8'}-bit" \
+                    if options.write_png else "none"
             else:
-                if kind == "volume":
+                if kind in ("volume", "segmentation"):
                     timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), frames_total, "slices, not time")
-                    rendering["Slices"] = f"{frames_total}, {ordered_by}"
+                    rendering["Slices"] = f"{frames_total}, {ordered_by or 'by position along the slice normal'}"
                 else:
                     timing = frame_timing(ds, frames_total, options.fps)
                 rendering["FrameRate"] = timing.describe()
-                written = write_cine(frames, output, timing, options, sheet=kind == "volume" and options.write_png)
+                written = write_cine(frames, output, timing, options,
+                                     sheet=kind in ("volume", "segmentation") and options.write_png)
                 if written != frames_total:
                     raise CorruptFile(f"decoded {written} of {frames_total} frames")
         shown = as_shown(ds, options)
@@ -3108,7 +3209,8 @@ def _index_figure(result: Result, output: Path) -> str:
     if ".mp4" in by_suffix:
         media.append(f'<video controls muted loop preload="metadata" src="{link(by_suffix[".mp4"])}"></video>')
     facts = [("Modality", r.get("modality", "")), ("Size", f"{r.get('columns', '')}×{r.get('rows', '')}"),
-             ("Frames", r.get("frames", "")), ("Display", r.get("Display", "")), ("Rate", r.get("FrameRate", ""))]
+             ("Frames", r.get("frames", "")), ("Display", r.get("Display", "")), ("Rate", r.get("FrameRate", "")),
+             ("Slices", r.get("Slices", "")), ("Slide", r.get("Slide", ""))]  # volumes: the PNG is a contact sheet
     facts_html = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts if v)
     links = " ".join(f'<a href="{link(by_suffix[s])}">{s[1:]}</a>' for s in (".txt", ".json") if s in by_suffix)
     title = escape(result.outputs[0].relative_to(output).with_suffix("").as_posix()) if result.outputs else ""

@@ -920,3 +920,84 @@ def test_a_decoder_panic_fails_its_file_and_the_batch_goes_on(tmp_path):
     assert "panicked at" in run.stderr  # the file really makes the decoder panic
     assert results[mutant.name][0] == "FAILED" and "the decoder crashed on this file" in results[mutant.name][1]
     assert results["CT_small.dcm"][0] == "converted" and run.returncode == 1
+
+
+def new_kind_mutants(folder: Path) -> dict[str, str]:
+    """Files of the kinds with their own sections, each with one attribute that lies: a slide
+    (cut from a test picture by test_slides.write_slide), pydicom-data's segmentation, RT dose
+    and Enhanced CT.  Returns {file name: what was done}."""
+    import copy
+
+    import numpy as np
+    import pydicom
+
+    from test_slides import picture, write_slide
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made: dict[str, str] = {}
+
+    def save(name: str, ds, what: str) -> None:
+        ds.save_as(folder / name)
+        made[name] = what
+
+    slide = pydicom.dcmread(write_slide(folder / "slide_base.dcm", picture(300, 400), tile=128, sparse=True))
+    (folder / "slide_base.dcm").unlink()
+    edits = {
+        "slide_matrix_zero.dcm": ("TotalPixelMatrixRows 0", lambda ds: setattr(ds, "TotalPixelMatrixRows", 0)),
+        "slide_matrix_huge.dcm": ("a 4e9-pixel matrix", lambda ds: (setattr(ds, "TotalPixelMatrixRows", 65535),
+                                                                  setattr(ds, "TotalPixelMatrixColumns", 4000000))),
+        "slide_no_positions.dcm": ("no Plane Position (Slide)", lambda ds: [delattr(i, "PlanePositionSlideSequence")
+                                                                           for i in ds.PerFrameFunctionalGroupsSequence]),
+        "slide_frames_lie.dcm": ("NumberOfFrames twice the tiles", lambda ds: setattr(ds, "NumberOfFrames", 2 * ds.NumberOfFrames)),
+    }
+    for name, (what, edit) in edits.items():
+        ds = copy.deepcopy(slide)
+        edit(ds)
+        save(name, ds, what)
+    liver = pydicom.dcmread(testdata("liver.dcm"))
+    ds = copy.deepcopy(liver)
+    ds.PerFrameFunctionalGroupsSequence[0].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 99
+    save("seg_unknown_segment.dcm", ds, "a frame of segment 99, which does not exist")
+    ds = copy.deepcopy(liver)
+    del ds.SegmentSequence
+    save("seg_no_segments.dcm", ds, "no Segment Sequence")
+    ds = copy.deepcopy(liver)
+    del ds.PerFrameFunctionalGroupsSequence[1:]
+    save("seg_groups_short.dcm", ds, "one per-frame item for three frames")
+    dose = pydicom.dcmread(testdata("rtdose.dcm"))
+    ds = copy.deepcopy(dose)
+    ds.GridFrameOffsetVector = [0.0, 5.0]
+    save("dose_offsets_short.dcm", ds, "a Grid Frame Offset Vector of 2 for 15 planes")
+    ds = copy.deepcopy(dose)
+    ds.PixelData = np.zeros(ds.pixel_array.shape, dtype=ds.pixel_array.dtype).tobytes()
+    save("dose_all_zero.dcm", ds, "no dose anywhere")
+    ect = pydicom.dcmread(testdata("eCT_Supplemental.dcm"))
+    ds = copy.deepcopy(ect)
+    ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence = copy.deepcopy(
+        ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence)
+    save("volume_same_positions.dcm", ds, "two frames at one position")
+    return made
+
+
+def test_new_kinds_with_attributes_that_lie(tmp_path):
+    """Each file gets one plain line (FAILED with a reason, or converted), no traceback, and a
+    failed file leaves nothing."""
+    made = new_kind_mutants(tmp_path / "in")
+    run = run_converter(tmp_path / "in", "-o", tmp_path / "out", "--frames", timeout=300)
+    log = run.stdout + run.stderr
+    assert "Traceback" not in log, log
+    results, summaries, stray = parse_log(run)
+    assert not stray and len(summaries) == 1 and sorted(results) == sorted(made), log
+    for name, (label, rest) in results.items():
+        assert label in ("converted", "FAILED"), (name, made[name], label, rest)
+        assert rest.strip() and not rest.startswith("unexpected"), (name, made[name], rest)
+        left = outputs_of(tmp_path / "out", name[:-4])
+        if label == "FAILED":
+            assert not left, (name, left)
+        else:
+            assert [p for p in left if p.suffix in (".png", ".gif", ".mp4")], (name, rest)
+    assert "written at 1/512" in results["slide_matrix_huge.dcm"][1]  # 4e9 pixels: scaled, not refused
+    assert results["slide_matrix_zero.dcm"] == ("FAILED", "a total pixel matrix of 400 x 0")
+    assert results["slide_no_positions.dcm"] == ("FAILED", "no tile of the slide lies in its total pixel matrix")
+    assert "99 not in the Segment Sequence (white)" in results["seg_unknown_segment.dcm"][1]
+    assert "Slices                 15, as stored" in (tmp_path / "out" / "dose_offsets_short.txt").read_text(encoding="utf-8")

@@ -21,12 +21,12 @@ def rendered(path, order=None, out_max=255) -> list[np.ndarray]:
     ("rtdose.dcm", "volume"),             # Frame Increment Pointer -> Grid Frame Offset Vector
     ("examples_ybr_color.dcm", "cine"),   # US multi-frame, Frame Increment Pointer -> Frame Time
     ("emri_small.dcm", "cine"),           # Enhanced MR with no positions: no signal, as before
-    ("liver.dcm", "cine"),                # segmentation: a cine with a note, for now
+    ("liver.dcm", "segmentation"),        # the Segmentation class, one frame or many
+    ("liver_1frame.dcm", "segmentation"),
 ])
 def test_the_kind_of_each_multiframe_file(name, kind):
     ds = dc.read_dataset(testdata(name))
-    assert dc.object_kind(ds)[0] == kind
-    assert bool(dc.object_kind(ds)[1]) == (name == "liver.dcm")
+    assert dc.object_kind(ds) == (kind, "")
 
 
 def test_an_enhanced_ct_scrolls_in_anatomical_order(tmp_path):

@@ -1,0 +1,94 @@
+"""Segmentations: segments in their recommended colours (CIELab -> sRGB), slice by slice, on black."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import dicom_converter as dc, run_cli, testdata
+
+
+@pytest.mark.parametrize("lab, rgb", [
+    ((65535, 32896, 32896), (255, 255, 255)),  # L* 100, a* = b* = 0: the white point
+    ((0, 32896, 32896), (0, 0, 0)),
+    ((32768, 32896, 32896), (119, 119, 119)),  # L* 50 neutral: Y 0.184, sRGB 0.466
+])
+def test_cielab_neutrals_map_to_greys(lab, rgb):
+    assert all(abs(a - b) <= 1 for a, b in zip(dc.cielab_to_srgb(lab), rgb))
+
+
+def liver_masks():
+    import pydicom
+
+    ds = pydicom.dcmread(testdata("liver.dcm"))
+    return ds, ds.pixel_array
+
+
+def test_a_binary_segmentation_is_its_colour_on_black_in_slice_order(tmp_path):
+    ds, masks = liver_masks()
+    colour = np.array(dc.cielab_to_srgb(ds.SegmentSequence[0].RecommendedDisplayCIELabValue), dtype=np.uint8)
+    assert tuple(colour) == (217, 130, 101)  # CIELab 41661, 41167, 40792
+    run = run_cli(testdata("liver.dcm"), "-o", tmp_path, "--frames")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "binary segmentation on black: 1 Liver (sRGB 217,130,101)" in run.stdout
+    assert "slices, not time" in run.stdout
+    order = [n for n, _ in sum(dc.segmentation_slices(dc.read_dataset(testdata("liver.dcm"))), [])]
+    assert sorted(order) == [0, 1, 2] and masks.max() == 1
+    for shown, frame in enumerate(order, 1):
+        png = np.asarray(Image.open(tmp_path / "liver_frames" / f"{shown:04d}.png"))
+        assert np.array_equal(png, masks[frame][..., None] * colour), shown
+    text = (tmp_path / "liver.txt").read_text(encoding="utf-8")
+    assert "Slices                 3" in text
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")  # the sheet as thumbnail, the legend beside
+    assert 'src="liver.png"' in page and "1 Liver (sRGB 217,130,101)" in page and "<dt>Slices</dt><dd>3," in page
+
+
+def test_a_fractional_segmentation_by_opacity(tmp_path):
+    """liver.dcm made FRACTIONAL: 8-bit values 128 inside the liver, Maximum Fractional Value 255."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds, masks = liver_masks()
+    ds.SegmentationType, ds.MaximumFractionalValue = "FRACTIONAL", 255
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = (masks.astype(np.uint8) * 128).tobytes()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(tmp_path / "fractional.dcm")
+    run = run_cli(tmp_path / "fractional.dcm", "-o", tmp_path / "out", "--frames")
+    assert run.returncode == 0, run.stdout + run.stderr
+    colour = np.array((217, 130, 101), dtype=np.float32)
+    png = np.asarray(Image.open(tmp_path / "out" / "fractional_frames" / "0002.png"))
+    frame = [n for n, _ in sum(dc.segmentation_slices(dc.read_dataset(tmp_path / "fractional.dcm")), [])][1]
+    assert np.array_equal(png, np.rint(masks[frame][..., None] * colour * 128 / 255).astype(np.uint8))
+
+
+def test_two_segments_on_one_slice_are_drawn_together(tmp_path):
+    """liver.dcm with its third frame made segment 2 ("Tumour", no recommended colour) at the
+    position of the second frame: two slices, the second showing both segments."""
+    import copy
+
+    from pydicom.dataset import Dataset
+
+    ds, masks = liver_masks()
+    tumour = Dataset()
+    tumour.SegmentNumber, tumour.SegmentLabel = 2, "Tumour"
+    ds.SegmentSequence.append(tumour)
+    frames = ds.PerFrameFunctionalGroupsSequence
+    frames[2].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 2
+    frames[2].PlanePositionSequence = copy.deepcopy(frames[1].PlanePositionSequence)
+    ds.save_as(tmp_path / "two.dcm")
+    slices = dc.segmentation_slices(dc.read_dataset(tmp_path / "two.dcm"))
+    assert len(slices) == 2 and sorted(len(s) for s in slices) == [1, 2]
+    run = run_cli(tmp_path / "two.dcm", "-o", tmp_path / "out", "--frames")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2 Tumour (sRGB 64,200,64)" in run.stdout
+    shared = next(n for n, s in enumerate(slices, 1) if len(s) == 2)
+    png = np.asarray(Image.open(tmp_path / "out" / "two_frames" / f"{shared:04d}.png"))
+    liver, tumour_colour = np.array((217, 130, 101)), np.array((64, 200, 64))
+    expected = np.zeros(png.shape, dtype=np.float64)
+    for frame, segment in slices[shared - 1]:
+        mask = masks[frame][..., None].astype(float)
+        expected = expected * (1 - mask) + (liver if segment == 1 else tumour_colour) * mask
+    assert np.array_equal(png, np.rint(expected).astype(np.uint8))
+    for colour in (liver, tumour_colour):  # both segments show on the shared slice
+        assert (png == colour).all(axis=-1).any(), colour

@@ -2208,6 +2208,7 @@ def burned_in_text_plan(ds: Dataset) -> PixelPlan:
        marked NO: everything outside the union of its regions is blanked;
     3. the rectangles of every matching deid graylist label are blanked;
     4. else withheld: a blacklist label matches, Burned In Annotation is YES,
+       the image is a whole slide's label (C.8.12.4.1.1, Image Type LABEL: checked first),
        or the flag is absent on a kind that carries text (ultrasound,
        secondary capture, endoscopy, photography) and no rule says where it is.
     """
@@ -2223,6 +2224,9 @@ def burned_in_text_plan(ds: Dataset) -> PixelPlan:
             if rectangles:
                 devices.append(_label_name(label))
     flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    image_type = [str(value).upper() for value in (ds.get("ImageType") or [])]
+    if str(ds.get("SOPClassUID", "")) == WHOLE_SLIDE_CLASS and "LABEL" in image_type[2:3]:
+        return PixelPlan("withhold", "a slide's label image, which carries the patient's name and barcode")
     if matched["whitelist"] and not device_steps:
         return PixelPlan("show", f"deid rule '{_label_name(matched['whitelist'][0])}'")
     steps, reasons = [], []
@@ -2420,12 +2424,28 @@ def volume_order(ds: Dataset) -> tuple[list[int], str]:
     frames = ds.get("PerFrameFunctionalGroupsSequence") or []
     if len(positions) == count and None not in positions:
         groups = [_frame_group(item) for item in frames]
-        return sorted(range(count), key=lambda n: (groups[n], positions[n], n)), "by position along the slice normal"
+        order = sorted(range(count), key=lambda n: (groups[n], positions[n], n))
+        return order, "by position along the slice normal" + _groups_text([groups[n] for n in order])
     indices = [_frame_content(item).get("DimensionIndexValues") for item in frames]
     if len(indices) == count and None not in indices:
         keys = [tuple(int(v) for v in (i if _is_multi(i) else [i])) for i in indices]
         return sorted(range(count), key=lambda n: (keys[n], n)), "by Dimension Index Values"
     return list(range(count)), "as stored (the file gives no slice positions)"
+
+
+def _groups_text(groups: list[tuple]) -> str:
+    """Where each stack or temporal position runs in the ordered slices, when there are several."""
+    runs: list[list] = []
+    for number, group in enumerate(groups, 1):
+        if runs and runs[-1][0] == group:
+            runs[-1][2] = number
+        else:
+            runs.append([group, number, number])
+    if len(runs) < 2:
+        return ""
+    parts = [f"{'stack ' + stack + ' ' if stack else ''}{'time ' + str(time) + ' ' if time else ''}"
+             f"slices {first}-{last}" for (stack, time), first, last in runs]
+    return f"; {len(runs)} stacks or time points, one after another: " + ", ".join(parts)
 
 
 def _frame_content(item) -> Dataset:

@@ -124,3 +124,14 @@ def test_a_slide_is_a_slide():
     ds = Dataset()
     ds.SOPClassUID, ds.NumberOfFrames = WSI, 4
     assert dc.multiframe_kind(ds) == ("slide", "")
+
+
+def test_redact_withholds_a_slide_label_even_marked_clean(tmp_path):
+    from pydicom.dataset import Dataset
+
+    label = Dataset()
+    label.SOPClassUID, label.ImageType, label.BurnedInAnnotation = WSI, ["ORIGINAL", "PRIMARY", "LABEL", "NONE"], "NO"
+    plan = dc.burned_in_text_plan(label)
+    assert plan.action == "withhold" and "label" in plan.reason
+    tissue = write_slide(tmp_path / "level.dcm", picture(300, 300))
+    assert dc.burned_in_text_plan(dc.read_dataset(tissue)).action == "show"  # Burned In Annotation NO

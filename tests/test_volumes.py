@@ -126,3 +126,16 @@ def test_positions_that_lie_fall_back_in_order_and_say_so():
     short = copy.deepcopy(ds)
     del short.PerFrameFunctionalGroupsSequence[1]
     assert dc.volume_order(short) == ([0, 1], "as stored (the file gives no slice positions)")
+
+
+def test_two_time_points_scroll_one_after_the_other_and_say_so():
+    """eCT_Supplemental edited: its two slices given Temporal Position Index 2 and 1."""
+    import pydicom
+
+    ds = pydicom.dcmread(testdata("eCT_Supplemental.dcm"))
+    for item, time in zip(ds.PerFrameFunctionalGroupsSequence, (2, 1)):
+        item.FrameContentSequence[0].TemporalPositionIndex = time
+    order, how = dc.volume_order(ds)
+    assert order == [1, 0]
+    assert how == ("by position along the slice normal; 2 stacks or time points, one after another: "
+                   "stack 1 time 1 slices 1-1, stack 1 time 2 slices 2-2")

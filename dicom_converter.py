@@ -1908,7 +1908,8 @@ def index_record(ds: Dataset) -> dict:
         "columns": int(text("Columns") or 0) if text("Columns").isdigit() else 0,
         "frames": text("NumberOfFrames") or "1", "photometric": text("PhotometricInterpretation"),
         "orientation": numbers("ImageOrientationPatient"), "position": numbers("ImagePositionPatient"),
-        "instance": text("InstanceNumber"),
+        "instance": text("InstanceNumber"), "sop_class": text("SOPClassUID"),
+        "referenced_series": _text_of(((ds.get("ReferencedSeriesSequence") or [{}])[0]).get("SeriesInstanceUID", "")),
     }
 
 
@@ -2626,23 +2627,30 @@ def segmentation_slices(ds: Dataset) -> list[list[tuple[int, int]]]:
     return [by_slice[key] for key in sorted(by_slice)]
 
 
-def segmentation_frames(path: Path, ds: Dataset, slices: list[list[tuple[int, int]]]) -> tuple[Iterator[np.ndarray], str]:
-    """Each slice as RGB on black: every segment's frame in its colour, BINARY masks opaque,
-    FRACTIONAL ones by opacity (value / Maximum Fractional Value, C.8.20.2.3)."""
+def segmentation_frames(path: Path, ds: Dataset, slices: list[list[tuple[int, int]]],
+                        backgrounds: list | None = None) -> tuple[Iterator[np.ndarray], str]:
+    """Each slice as RGB: every segment's frame in its colour, BINARY masks opaque,
+    FRACTIONAL ones by opacity (value / Maximum Fractional Value, C.8.20.2.3); on black, or,
+    with `backgrounds` (a function of the slice number giving the segmented image's display
+    frame, or None), over that image at SEGMENT_OVERLAY_OPACITY."""
     import numpy as np
 
     colours = segments(ds)
     fractional = str(ds.get("SegmentationType", "")).upper() == "FRACTIONAL"
     maximum = float(ds.get("MaximumFractionalValue") or 255) if fractional else 1.0
     order = [frame for group in slices for frame, _ in group]
+    shown_shape = (int(ds.Rows), int(ds.Columns), 3)
 
     def frames() -> Iterator[np.ndarray]:
         decoded = decode_frames(path, ds, order)
-        for group in slices:
-            shown = np.zeros((int(ds.Rows), int(ds.Columns), 3), dtype=np.float32)
+        for number, group in enumerate(slices):
+            image = backgrounds(number) if backgrounds is not None else None
+            shown = np.zeros((int(ds.Rows), int(ds.Columns), 3), dtype=np.float32) if image is None else \
+                np.broadcast_to(image.astype(np.float32).reshape(image.shape[:2] + (-1,)), shown_shape).copy()
+            strength = 1.0 if image is None else SEGMENT_OVERLAY_OPACITY
             for _, segment in group:
                 mask = next(decoded)
-                opacity = np.clip(mask.astype(np.float32) / maximum, 0, 1)[..., None]
+                opacity = strength * np.clip(mask.astype(np.float32) / maximum, 0, 1)[..., None]
                 colour = np.array(colours.get(segment, ("", (255, 255, 255)))[1], dtype=np.float32)
                 shown = shown * (1 - opacity) + colour * opacity
             yield np.rint(shown).astype(np.uint8)
@@ -2651,7 +2659,55 @@ def segmentation_frames(path: Path, ds: Dataset, slices: list[list[tuple[int, in
     unknown = sorted({segment for group in slices for _, segment in group} - set(colours))
     legend += [f"{number} not in the Segment Sequence (white)" for number in unknown]
     legend = "; ".join(legend)
-    return frames(), f"{'fractional' if fractional else 'binary'} segmentation on black: {legend or 'no segments'}"
+    where = "on black" if backgrounds is None else f"over the images it segments ({backgrounds.found} of {len(slices)} slices)"
+    return frames(), f"{'fractional' if fractional else 'binary'} segmentation {where}: {legend or 'no segments'}"
+
+
+SEGMENT_OVERLAY_OPACITY = 0.5  # over its image a segment lets the anatomy show through
+
+
+class _Backgrounds:
+    """The display frame (8-bit) of the image under each slice of a segmentation, by slice number."""
+
+    def __init__(self, slices: dict[int, Path], options: Options):
+        self.slices, self.options, self.found = slices, options, len(slices)
+
+    def __call__(self, number: int):
+        path = self.slices.get(number)
+        if path is None:
+            return None
+        image = read_dataset(path)
+        plan = pixel_plan(image, self.options)  # what --redact does to that image's own outputs
+        if plan is not None and plan.action == "withhold":
+            return None
+        frames, _ = rendered_frames(path, image, 255, self.options.window, not self.options.redact_salt)
+        if plan is not None and plan.action == "blank":
+            frames = blanked(frames, [blank_mask(plan, int(image.Rows), int(image.Columns))])
+        return next(frames, None)
+
+
+def segmented_images(ds: Dataset, slices: list[list[tuple[int, int]]], images: tuple[Path, ...],
+                     options: Options) -> _Backgrounds:
+    """Which of `images` (single-frame files of the segmented series) lies under each slice: the
+    one at the slice's position along the normal (within half a millimetre), of the same size."""
+    positions = frame_positions(ds)
+    under: dict[int, Path] = {}
+    placed = []
+    for path in images:
+        image = _dcmread(path, stop_before_pixels=True)
+        if (int(image.get("Rows") or 0), int(image.get("Columns") or 0)) != (int(ds.Rows), int(ds.Columns)):
+            continue
+        position = _along_normal(image.get("ImagePositionPatient"), image.get("ImageOrientationPatient"))
+        if position is not None:
+            placed.append((position, path))
+    for number, group in enumerate(slices):
+        where = positions[group[0][0]] if group[0][0] < len(positions) else None
+        if where is None or not placed:
+            continue
+        distance, path = min((abs(position - where), path) for position, path in placed)
+        if distance <= 0.5:
+            under[number] = path
+    return _Backgrounds(under, options)
 
 
 # =============================================================================
@@ -2796,10 +2852,11 @@ class Result:
         return [path for path in self.outputs if path.parent == folder]
 
 
-def convert_file(source: Path, stem: Path, options: Options) -> Result:
-    """Convert one DICOM file (see `_caught` for how failures become results)."""
+def convert_file(source: Path, stem: Path, options: Options, images: tuple[Path, ...] = ()) -> Result:
+    """Convert one DICOM file (see `_caught` for how failures become results); a segmentation
+    is drawn over `images`, the files of the series it segments, when they are given."""
     def work() -> Result:
-        outputs, message, record = _convert(source, stem, options)
+        outputs, message, record = _convert(source, stem, options, images)
         status = "metadata" if record.get("Display", "").startswith("metadata only") else "converted"
         return Result(source, status, outputs, message, record)
 
@@ -2856,7 +2913,7 @@ def _with_warnings(message: str, caught: list, redact: bool = False) -> str:
     return f"{message}; {warning}" if message else warning
 
 
-def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], str, dict]:
+def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...] = ()) -> tuple[list[Path], str, dict]:
     import itertools
 
     ds = read_dataset(source)
@@ -2901,7 +2958,8 @@ def _convert(source: Path, stem: Path, options: Options) -> tuple[list[Path], st
             sixteen = not options.eight_bit and not is_colour(ds) and (kind == "image" or options.frame_pngs)
             render = rendered_frames_in_helper if decode_in_helper(ds, frames_total) else rendered_frames
             if slices is not None:
-                frames, voi_text = segmentation_frames(source, ds, slices)
+                backgrounds = segmented_images(ds, slices, images, options) if images else None
+                frames, voi_text = segmentation_frames(source, ds, slices, backgrounds)
                 frames_total = len(slices)
             elif kind == "volume" and str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS:
                 frames, voi_text = dose_frames(source, ds, order or list(range(frames_total)))
@@ -3575,6 +3633,15 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
             tasks.append((source, stem, options))
         for result in convert_all(tasks, jobs):
             report(result)
+        overlays = segmentation_overlay_tasks(finished, options)
+        for result in convert_all(overlays, jobs):  # the same outputs again, now over their images
+            index = next(n for n, done in enumerate(finished) if done.source == result.source)
+            if result.status == "converted":
+                finished[index] = result
+            else:  # its outputs on black, from the first pass, stay
+                result.message = f"not drawn over its images (its outputs on black stay): {result.message}"
+            log.line(result_line(result, base, output).replace("converted  ", "overlaid   ", 1),
+                     problem=result.status == "failed")
         if series:
             taken = {name_key(stem) for _, stem, _ in planned}
             groups = series_groups(finished)
@@ -3603,6 +3670,24 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
     if interrupted:
         return 130
     return 1 if counts["failed"] else 0
+
+
+def segmentation_overlay_tasks(finished: list[Result], options: Options) -> list[tuple]:
+    """Segmentations to draw again over the images they segment, when this run converted them:
+    the single-frame images of their Referenced Series (PS3.3 C.8.20.1, matched on the UIDs as
+    the outputs show them, so --redact's stand-ins match too)."""
+    by_series: dict[str, list[Path]] = {}
+    for result in finished:
+        record = result.record
+        if result.status == "converted" and record.get("frames") == "1" and record.get("series_uid"):
+            by_series.setdefault(record["series_uid"], []).append(result.source)
+    tasks = []
+    for result in finished:
+        record = result.record
+        images = by_series.get(record.get("referenced_series") or "")
+        if record.get("sop_class") == SEGMENTATION_CLASS and result.status == "converted" and images:
+            tasks.append((result.source, result.outputs[-1].with_suffix(""), options, tuple(images)))
+    return tasks
 
 
 def redact_names(planned: list[tuple[Path, Path, str]], output: Path) -> list[tuple[Path, Path, str]]:

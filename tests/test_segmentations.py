@@ -92,3 +92,49 @@ def test_two_segments_on_one_slice_are_drawn_together(tmp_path):
     assert np.array_equal(png, np.rint(expected).astype(np.uint8))
     for colour in (liver, tumour_colour):  # both segments show on the shared slice
         assert (png == colour).all(axis=-1).any(), colour
+
+
+def ct_under_liver(folder):
+    """Three 512 x 512 CT slices where liver.dcm's frames lie (its Referenced Series, the same
+    positions and orientation), a diagonal ramp of HU with a soft-tissue window: the images a
+    segmentation is drawn over when they are converted in the same run."""
+    import pydicom
+
+    from test_extras import write_image
+
+    liver = pydicom.dcmread(testdata("liver.dcm"))
+    series = liver.ReferencedSeriesSequence[0].SeriesInstanceUID
+    r, c = np.mgrid[0:512, 0:512]
+    paths = []
+    for n, item in enumerate(liver.PerFrameFunctionalGroupsSequence):
+        stored = ((r + c) % 400 + 1024 - 160 + n).astype(np.int16)
+        paths.append(write_image(folder / f"ct{n}.dcm", stored, SeriesInstanceUID=series,
+                                 FrameOfReferenceUID=liver.FrameOfReferenceUID,
+                                 ImagePositionPatient=list(item.PlanePositionSequence[0].ImagePositionPatient),
+                                 ImageOrientationPatient=[1, 0, 0, 0, 1, 0], InstanceNumber=n + 1,
+                                 WindowCenter=40, WindowWidth=400))
+    return paths
+
+
+def test_a_segmentation_is_drawn_over_the_images_it_segments_in_the_same_run(tmp_path):
+    ds, masks = liver_masks()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "liver.dcm").write_bytes(testdata("liver.dcm").read_bytes())
+    cts = ct_under_liver(tmp_path / "in")
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "out", "--frames", "--8bit")
+    assert run.returncode == 0, run.stdout + run.stderr
+    line = next(line for line in run.stdout.splitlines() if line.startswith("overlaid   liver.dcm"))
+    assert "over the images it segments (3 of 3 slices)" in line, run.stdout
+    slices = dc.segmentation_slices(dc.read_dataset(tmp_path / "in" / "liver.dcm"))
+    colour = np.array((217, 130, 101), dtype=np.float32)
+    for shown, group in enumerate(slices, 1):
+        ((frame, _),) = group
+        ct = np.asarray(Image.open(tmp_path / "out" / f"ct{frame}.png")).astype(np.float32)  # at that position
+        opacity = (0.5 * masks[frame].astype(np.float32))[..., None]
+        expected = np.rint(ct[..., None] * (1 - opacity) + colour * opacity)
+        png = np.asarray(Image.open(tmp_path / "out" / "liver_frames" / f"{shown:04d}.png")).astype(np.float32)
+        assert np.abs(png - expected).max() <= 1, shown
+        assert masks[frame].any() and (png[masks[frame] == 0] == ct[masks[frame] == 0][:, None]).all()
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert page.count('src="liver.png"') == 1 and "over the images it segments" in page
+    assert len(cts) == 3

@@ -1909,6 +1909,7 @@ def index_record(ds: Dataset) -> dict:
         "frames": text("NumberOfFrames") or "1", "photometric": text("PhotometricInterpretation"),
         "orientation": numbers("ImageOrientationPatient"), "position": numbers("ImagePositionPatient"),
         "instance": text("InstanceNumber"), "sop_class": text("SOPClassUID"),
+        "frame_of_reference": text("FrameOfReferenceUID"),
         "referenced_series": _text_of(((ds.get("ReferencedSeriesSequence") or [{}])[0]).get("SeriesInstanceUID", "")),
     }
 
@@ -2529,7 +2530,7 @@ def dose_frames(path: Path, ds: Dataset, order: list[int]) -> tuple[Iterator[np.
     kept, _, high = clip_stored_range(decode_frames(path, ds, order), lambda index: ds)
     top = high * scaling
     lut = dose_colour_lut()
-    scale = dose_scale(int(ds.Rows), int(ds.Columns), top, unit, lut)
+    scale = dose_scale(int(ds.Rows) * max(1, -(-DOSE_MIN_HEIGHT // int(ds.Rows))), top, unit)
 
     def frames() -> Iterator[np.ndarray]:
         for stored in (iter(kept) if kept is not None else decode_frames(path, ds, order)):
@@ -2540,6 +2541,69 @@ def dose_frames(path: Path, ds: Dataset, order: list[int]) -> tuple[Iterator[np.
     return frames(), f"dose 0 to {top:.4g} {unit} (Dose Grid Scaling {scaling:g}), colour scale beside each plane"
 
 
+DOSE_WASH_OPACITY = 0.5  # over the CT the anatomy shows through the dose
+DOSE_WASH_FROM = 0.05  # of the maximum dose: below it the CT is left untinted
+
+
+def dose_over_images(path: Path, ds: Dataset, images: tuple[Path, ...], options: Options
+                     ) -> tuple[Iterator[np.ndarray], str, int]:
+    """The dose sampled onto the images of its frame of reference (the planning CT), slice by
+    slice along z: each image with the dose wash over it and the scale beside it.
+
+    Axial grids only (the dose's and each image's orientation 1,0,0 / 0,1,0): each image pixel
+    takes the nearest dose voxel in x and y (Image Position + Pixel Spacing, PS3.3 C.7.6.2)
+    and the nearest plane in z (Grid Frame Offset Vector, C.8.8.3.2: relative when its first
+    value is 0), within half a plane's spacing; pixels outside the grid get no dose.
+    """
+    import numpy as np
+
+    axial = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    if [round(float(v), 3) for v in ds.get("ImageOrientationPatient") or []] != axial:
+        raise Unsupported("a dose grid that is not axial cannot yet be drawn over its images")
+    scaling = float(ds.get("DoseGridScaling") or 1.0)
+    units = str(ds.get("DoseUnits", "") or "").upper()
+    unit = "Gy" if units == "GY" else ("rel." if units == "RELATIVE" else units or "?")
+    origin = [float(v) for v in ds.ImagePositionPatient]
+    offsets = [float(v) for v in ds.GridFrameOffsetVector]
+    planes_z = np.array([origin[2] + o if offsets[0] == 0 else o for o in offsets])
+    row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
+    dose = np.stack(list(decode_frames(path, ds))).astype(np.float64) * scaling
+    top = float(dose.max())
+    half = (float(np.min(np.abs(np.diff(planes_z)))) if len(planes_z) > 1 else 1.0) / 2
+    placed = []
+    for image_path in images:
+        image = _dcmread(image_path, stop_before_pixels=True)
+        if [round(float(v), 3) for v in image.get("ImageOrientationPatient") or []] != axial:
+            continue
+        z = float(image.ImagePositionPatient[2])
+        if np.min(np.abs(planes_z - z)) <= half:
+            placed.append((z, image_path))
+    placed.sort()
+    lut = dose_colour_lut()
+
+    def frames() -> Iterator[np.ndarray]:
+        for z, image_path in placed:
+            image = read_dataset(image_path)
+            shown = next(rendered_frames(image_path, image, 255, options.window, not options.redact_salt)[0])
+            shown = np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown
+            x0, y0 = (float(v) for v in image.ImagePositionPatient[:2])
+            dy, dx = (float(v) for v in image.PixelSpacing)
+            columns = np.floor((x0 + dx * np.arange(shown.shape[1]) - origin[0]) / column_spacing + 0.5).astype(int)
+            rows = np.floor((y0 + dy * np.arange(shown.shape[0]) - origin[1]) / row_spacing + 0.5).astype(int)
+            inside = (rows[:, None] >= 0) & (rows[:, None] < dose.shape[1]) & (columns >= 0) & (columns < dose.shape[2])
+            plane = dose[int(np.argmin(np.abs(planes_z - z)))]
+            sampled = plane[np.clip(rows, 0, dose.shape[1] - 1)[:, None], np.clip(columns, 0, dose.shape[2] - 1)]
+            fraction = np.where(inside, sampled / top if top > 0 else 0.0, 0.0)
+            opacity = np.where(fraction >= DOSE_WASH_FROM, DOSE_WASH_OPACITY, 0.0)[..., None]
+            colour = lut[np.clip(np.rint(fraction * 255), 0, 255).astype(np.uint8)].astype(np.float64)
+            wash = np.rint(shown * (1 - opacity) + colour * opacity).astype(np.uint8)
+            yield np.concatenate([wash, dose_scale(wash.shape[0], top, unit)], axis=1)
+
+    text = (f"dose 0 to {top:.4g} {unit} over {len(placed)} images of its frame of reference "
+            f"(wash at {DOSE_WASH_OPACITY:.0%} from {DOSE_WASH_FROM:.0%} of the maximum)")
+    return frames(), text, len(placed)
+
+
 def _enlarged(plane: np.ndarray) -> np.ndarray:
     import numpy as np
 
@@ -2547,12 +2611,13 @@ def _enlarged(plane: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(plane, times, axis=0), times, axis=1)
 
 
-def dose_scale(rows: int, columns: int, top: float, unit: str, lut: np.ndarray) -> np.ndarray:
-    """The colour bar (maximum at the top) with 0, half and the maximum labelled, as tall as an enlarged plane."""
+@functools.lru_cache(maxsize=8)
+def dose_scale(height: int, top: float, unit: str) -> np.ndarray:
+    """The colour bar (maximum at the top) with 0, half and the maximum labelled, `height` tall."""
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
-    height = rows * max(1, -(-DOSE_MIN_HEIGHT // rows))
+    lut = dose_colour_lut()
     bar = np.zeros((height, DOSE_SCALE_WIDTH, 3), dtype=np.uint8)
     levels = np.linspace(255, 0, height).round().astype(np.uint8)
     bar[:, 4:16] = lut[levels][:, None, :]
@@ -2854,7 +2919,8 @@ class Result:
 
 def convert_file(source: Path, stem: Path, options: Options, images: tuple[Path, ...] = ()) -> Result:
     """Convert one DICOM file (see `_caught` for how failures become results); a segmentation
-    is drawn over `images`, the files of the series it segments, when they are given."""
+    or an RT Dose is drawn over `images` (the series it segments, the CT of its frame of
+    reference), when they are given."""
     def work() -> Result:
         outputs, message, record = _convert(source, stem, options, images)
         status = "metadata" if record.get("Display", "").startswith("metadata only") else "converted"
@@ -2961,6 +3027,11 @@ def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...
                 backgrounds = segmented_images(ds, slices, images, options) if images else None
                 frames, voi_text = segmentation_frames(source, ds, slices, backgrounds)
                 frames_total = len(slices)
+            elif kind == "volume" and str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS and images:
+                frames, voi_text, frames_total = dose_over_images(source, ds, images, options)
+                ordered_by = "the images' positions in z"
+                if not frames_total:
+                    raise CorruptFile("none of the images of its frame of reference lies within the dose grid")
             elif kind == "volume" and str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS:
                 frames, voi_text = dose_frames(source, ds, order or list(range(frames_total)))
             else:
@@ -3633,7 +3704,7 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
             tasks.append((source, stem, options))
         for result in convert_all(tasks, jobs):
             report(result)
-        overlays = segmentation_overlay_tasks(finished, options)
+        overlays = overlay_tasks(finished, options)
         for result in convert_all(overlays, jobs):  # the same outputs again, now over their images
             index = next(n for n, done in enumerate(finished) if done.source == result.source)
             if result.status == "converted":
@@ -3672,20 +3743,33 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
     return 1 if counts["failed"] else 0
 
 
-def segmentation_overlay_tasks(finished: list[Result], options: Options) -> list[tuple]:
-    """Segmentations to draw again over the images they segment, when this run converted them:
-    the single-frame images of their Referenced Series (PS3.3 C.8.20.1, matched on the UIDs as
-    the outputs show them, so --redact's stand-ins match too)."""
+def overlay_tasks(finished: list[Result], options: Options) -> list[tuple]:
+    """Objects to draw again over images this run converted: a segmentation over the
+    single-frame images of its Referenced Series (PS3.3 C.8.20.1), an RT Dose over those of its
+    Frame of Reference (the planning CT).  UIDs are matched as the outputs show them, so
+    --redact's stand-ins match too."""
     by_series: dict[str, list[Path]] = {}
+    by_frame_of_reference: dict[str, list[Path]] = {}
     for result in finished:
         record = result.record
-        if result.status == "converted" and record.get("frames") == "1" and record.get("series_uid"):
-            by_series.setdefault(record["series_uid"], []).append(result.source)
+        if result.status == "converted" and record.get("frames") == "1" and record.get("sop_class") not in (
+                SEGMENTATION_CLASS, RT_DOSE_CLASS):
+            if record.get("series_uid"):
+                by_series.setdefault(record["series_uid"], []).append(result.source)
+            if record.get("frame_of_reference"):
+                by_frame_of_reference.setdefault(record["frame_of_reference"], []).append(result.source)
     tasks = []
     for result in finished:
         record = result.record
-        images = by_series.get(record.get("referenced_series") or "")
-        if record.get("sop_class") == SEGMENTATION_CLASS and result.status == "converted" and images:
+        if result.status != "converted":
+            continue
+        if record.get("sop_class") == SEGMENTATION_CLASS:
+            images = by_series.get(record.get("referenced_series") or "")
+        elif record.get("sop_class") == RT_DOSE_CLASS and record.get("frames") != "1":
+            images = by_frame_of_reference.get(record.get("frame_of_reference") or "")
+        else:
+            continue
+        if images:
             tasks.append((result.source, result.outputs[-1].with_suffix(""), options, tuple(images)))
     return tasks
 

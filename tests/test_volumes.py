@@ -139,3 +139,49 @@ def test_two_time_points_scroll_one_after_the_other_and_say_so():
     assert order == [1, 0]
     assert how == ("by position along the slice normal; 2 stacks or time points, one after another: "
                    "stack 1 time 1 slices 1-1, stack 1 time 2 slices 2-2")
+
+
+def ct_under_dose(folder, planes=(0, 7, 14)):
+    """CT slices of 20 x 20 pixels at 5 mm in rtdose.dcm's frame of reference, at the z of the
+    dose planes `planes`, offset by -2.5 mm in x and y so that each 10 mm dose voxel covers
+    exactly 2 x 2 of their pixels (no pixel centre on a voxel edge); a flat 40 HU with a soft-
+    tissue window (displayed 128: the window centre)."""
+    import pydicom
+
+    from test_extras import write_image
+
+    dose = pydicom.dcmread(testdata("rtdose.dcm"))
+    x0, y0, z0 = (float(v) for v in dose.ImagePositionPatient)
+    paths = []
+    for n, plane in enumerate(planes):
+        z = z0 + float(dose.GridFrameOffsetVector[plane])
+        paths.append(write_image(folder / f"ct{plane:02d}.dcm", np.full((20, 20), 1024 + 40, np.int16),
+                                 FrameOfReferenceUID=dose.FrameOfReferenceUID, PixelSpacing=[5, 5],
+                                 ImagePositionPatient=[x0 - 2.5, y0 - 2.5, z], ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                                 InstanceNumber=n + 1, WindowCenter=40, WindowWidth=400, SeriesInstanceUID="1.2.3.44"))
+    return paths
+
+
+def test_a_dose_is_drawn_over_its_ct_in_the_same_run(tmp_path):
+    import pydicom
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "dose.dcm").write_bytes(testdata("rtdose.dcm").read_bytes())
+    ct_under_dose(tmp_path / "in")
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "out", "--frames", "--8bit")
+    assert run.returncode == 0, run.stdout + run.stderr
+    line = next(line for line in run.stdout.splitlines() if line.startswith("overlaid   dose.dcm"))
+    assert "over 3 images of its frame of reference" in line, run.stdout
+    dose = pydicom.dcmread(testdata("rtdose.dcm")).pixel_array.astype(float)
+    lut = dc.dose_colour_lut().astype(float)
+    ct = np.asarray(Image.open(tmp_path / "out" / "ct00.png")).astype(float)
+    assert ct.shape == (20, 20) and (ct == 128).all()
+    for shown, plane in enumerate((0, 7, 14), 1):
+        fraction = np.repeat(np.repeat(dose[plane] / dose.max(), 2, axis=0), 2, axis=1)
+        opacity = np.where(fraction >= dc.DOSE_WASH_FROM, dc.DOSE_WASH_OPACITY, 0)[..., None]
+        expected = np.rint(ct[..., None] * (1 - opacity) + lut[np.rint(fraction * 255).astype(int)] * opacity)
+        png = np.asarray(Image.open(tmp_path / "out" / "dose_frames" / f"{shown:04d}.png"))
+        assert png.shape == (20, 20 + dc.DOSE_SCALE_WIDTH, 3)
+        assert np.array_equal(png[:, :20], expected.astype(np.uint8)), plane
+    text = (tmp_path / "out" / "dose.txt").read_text(encoding="utf-8")
+    assert "Slices                 3, the images' positions in z" in text

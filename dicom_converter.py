@@ -2584,7 +2584,12 @@ def dose_over_images(path: Path, ds: Dataset, images: tuple[Path, ...], options:
     def frames() -> Iterator[np.ndarray]:
         for z, image_path in placed:
             image = read_dataset(image_path)
+            plan = pixel_plan(image, options)  # what --redact does to that image's own outputs
+            if plan is not None and plan.action == "withhold":
+                raise Unsupported(f"{image_path.name}, under the dose, is withheld by --redact ({plan.reason})")
             shown = next(rendered_frames(image_path, image, 255, options.window, not options.redact_salt)[0])
+            if plan is not None and plan.action == "blank":
+                shown = next(blanked([shown], [blank_mask(plan, int(image.Rows), int(image.Columns))]))
             shown = np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown
             x0, y0 = (float(v) for v in image.ImagePositionPatient[:2])
             dy, dx = (float(v) for v in image.PixelSpacing)

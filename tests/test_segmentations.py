@@ -138,3 +138,14 @@ def test_a_segmentation_is_drawn_over_the_images_it_segments_in_the_same_run(tmp
     page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert page.count('src="liver.png"') == 1 and "over the images it segments" in page
     assert len(cts) == 3
+
+
+def test_under_redact_the_segmentation_still_finds_its_images(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "liver.dcm").write_bytes(testdata("liver.dcm").read_bytes())
+    ct_under_liver(tmp_path / "in")
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "out", "--redact")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "over the images it segments (3 of 3 slices)" in run.stdout  # the UIDs' stand-ins match
+    text = (tmp_path / "out" / "liver.txt").read_text(encoding="utf-8")
+    assert "1.2.392.200103.20080913.113635.1.2009.6.22.21.43.10.23430.1" not in text  # the series it refers to

@@ -2320,21 +2320,21 @@ SEGMENTATION_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 WHOLE_SLIDE_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
-def object_kind(ds: Dataset) -> tuple[str, str]:
-    """What `ds` is, and a note when the decision is a fallback: ``metadata`` (no pixel data),
-    ``segmentation`` (PS3.3 A.51, one frame or many), ``image`` (one frame), or what
-    `multiframe_kind` says of several frames."""
+def object_kind(ds: Dataset) -> str:
+    """What `ds` is: ``metadata`` (no pixel data), ``segmentation`` (PS3.3 A.51, one frame or
+    many), ``image`` (one frame), or what `multiframe_kind` says of several frames."""
     if not has_pixel_data(ds):
-        return "metadata", ""
+        return "metadata"
     if str(ds.get("SOPClassUID", "")) == SEGMENTATION_CLASS:
-        return "segmentation", ""
+        return "segmentation"
     if number_of_frames(ds) == 1:
-        return "image", ""
+        return "image"
     return multiframe_kind(ds)
 
 
-def multiframe_kind(ds: Dataset) -> tuple[str, str]:
-    """Whether the frames of `ds` are moments (``cine``) or places (``volume``), from the standard's signals.
+def multiframe_kind(ds: Dataset) -> str:
+    """Whether the frames of `ds` are moments (``cine``) or places (``volume``, ``slide``,
+    ``segmentation``), from the standard's signals.
 
     The rules, in order:
     1. Frame Increment Pointer (PS3.3 C.7.6.6) names Frame Time or Frame Time
@@ -2356,16 +2356,16 @@ def multiframe_kind(ds: Dataset) -> tuple[str, str]:
     keywords = {_keyword_of(tag) for tag in (pointers if _is_multi(pointers) else [pointers])}
     sop_class = str(ds.get("SOPClassUID", ""))
     if keywords & set(CINE_POINTERS):
-        return "cine", ""
+        return "cine"
     if keywords & set(VOLUME_POINTERS):
-        return "volume", ""
+        return "volume"
     if sop_class == WHOLE_SLIDE_CLASS or str(ds.get("DimensionOrganizationType", "")).startswith("TILED"):
-        return "slide", ""
+        return "slide"
     if sop_class == SEGMENTATION_CLASS:
-        return "segmentation", ""
+        return "segmentation"
     if len({position for position in frame_positions(ds) if position is not None}) > 1:
-        return "volume", ""
-    return "cine", ""
+        return "volume"
+    return "cine"
 
 
 def frame_positions(ds: Dataset) -> list[float | None]:
@@ -2985,8 +2985,6 @@ def _with_warnings(message: str, caught: list, redact: bool = False) -> str:
 
 
 def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...] = ()) -> tuple[list[Path], str, dict]:
-    import itertools
-
     ds = read_dataset(source)
     rendering: dict[str, str] = {}
     if options.redact_salt:
@@ -2998,74 +2996,12 @@ def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...
         rendering["Redaction"] = "pixels kept as they are (--redact-pixels keep)"
     if has_pixel_data(ds):
         check_image_attributes(ds)
-    kind, note = object_kind(ds)
+    kind = object_kind(ds)
     with staged_outputs(stem) as (output, finals):
         if plan is not None and plan.action == "withhold":
             rendering["Display"] = f"metadata only (--redact: image withheld, {plan.reason})"
-        elif kind == "metadata":
-            rendering["Display"] = "metadata only (no pixel data)"
-        elif kind == "slide":
-            layout = slide_layout(ds)
-            factor = layout.factor()
-            check_slide_memory(ds, layout, factor, options.max_memory)
-            check_pixel_data_length(ds)
-            frames, voi_text = rendered_frames(source, ds, 255, options.window, not options.redact_salt)
-            if plan is not None and plan.action == "blank":
-                frames = blanked(frames, itertools.repeat(blank_mask(plan, int(ds.Rows), int(ds.Columns))))
-            picture = stitched_slide(frames, layout, factor)
-            drawn = sum(place is not None for place in layout.tiles)
-            rendering["Display"] = voi_text
-            rendering["Slide"] = (f"{layout.columns} x {layout.rows} pixels from {drawn} of {len(layout.tiles)} "
-                                  f"tiles ({layout.organization})" + (f", written at 1/{factor}" if factor > 1 else ""))
-            if options.write_png:
-                write_png(picture, output(".png"))
-            rendering["Output"] = "PNG 8-bit" if options.write_png else "none"
         else:
-            frames_total = number_of_frames(ds)
-            check_memory(ds, frames_total, options.max_memory)
-            check_pixel_data_length(ds)
-            order, ordered_by = volume_order(ds) if kind == "volume" else (None, "")
-            slices = segmentation_slices(ds) if kind == "segmentation" else None
-            sixteen = not options.eight_bit and not is_colour(ds) and (kind == "image" or options.frame_pngs)
-            render = rendered_frames_in_helper if decode_in_helper(ds, frames_total) else rendered_frames
-            if slices is not None:
-                backgrounds = segmented_images(ds, slices, images, options) if images else None
-                frames, voi_text = segmentation_frames(source, ds, slices, backgrounds)
-                frames_total = len(slices)
-            elif kind == "volume" and str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS and images:
-                frames, voi_text, frames_total = dose_over_images(source, ds, images, options)
-                ordered_by = "the images' positions in z"
-                if not frames_total:
-                    raise CorruptFile("none of the images of its frame of reference lies within the dose grid")
-            elif kind == "volume" and str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS:
-                frames, voi_text = dose_frames(source, ds, order or list(range(frames_total)))
-            else:
-                frames, voi_text = render(source, ds, 65535 if sixteen else 255, options.window,
-                                          not options.redact_salt, order)
-            if plan is not None and plan.action == "blank":
-                frames = blanked(frames, itertools.repeat(blank_mask(plan, int(ds.Rows), int(ds.Columns))))
-            rendering["Display"] = voi_text
-            if note:
-                rendering["Kind"] = note
-            if kind == "image" or slices is not None and len(slices) == 1:
-                frame = next(frames, None)
-                if frame is None:
-                    raise CorruptFile("no frame could be decoded")
-                if options.write_png:
-                    write_png(frame, output(".png"))
-                rendering["Output"] = f"PNG {'16' if sixteen and kind == 'image' else '8'}-bit" \
-                    if options.write_png else "none"
-            else:
-                if kind in ("volume", "segmentation"):
-                    timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), frames_total, "slices, not time")
-                    rendering["Slices"] = f"{frames_total}, {ordered_by or 'by position along the slice normal'}"
-                else:
-                    timing = frame_timing(ds, frames_total, options.fps)
-                rendering["FrameRate"] = timing.describe()
-                written = write_cine(frames, output, timing, options,
-                                     sheet=kind in ("volume", "segmentation") and options.write_png)
-                if written != frames_total:
-                    raise CorruptFile(f"decoded {written} of {frames_total} frames")
+            WRITERS[kind](Conversion(source, ds, options, plan, output, rendering, images), kind)
         shown = as_shown(ds, options)
         if options.write_json:
             import json
@@ -3075,10 +3011,125 @@ def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...
         write_text(metadata_text(shown, rendering), output(".txt"))
         # everything that can fail happens before the outputs take their final names
         record = {**index_record(shown), **rendering}
-    summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate", "Kind", "Slide"))
+    summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate", "Slide"))
     if plan is not None and plan.action == "blank":
         summary += f", burned-in text blanked ({plan.reason})"
     return finals, summary, record
+
+
+@dataclasses.dataclass
+class Conversion:
+    """One file being converted: what the writers of each kind need."""
+
+    source: Path
+    ds: Dataset
+    options: Options
+    plan: PixelPlan | None  # --redact's plan for the pixels
+    output: object  # `staged_outputs`' stager
+    rendering: dict[str, str]  # what the .txt summary and the log line say of the rendering
+    images: tuple[Path, ...] = ()  # images to draw a segmentation or a dose over
+
+    def blanked(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """`frames` with --redact's rectangles blanked, when the plan has any."""
+        import itertools
+
+        if self.plan is None or self.plan.action != "blank":
+            return frames
+        return blanked(frames, itertools.repeat(blank_mask(self.plan, int(self.ds.Rows), int(self.ds.Columns))))
+
+
+def write_metadata_only(job: Conversion, kind: str) -> None:
+    job.rendering["Display"] = "metadata only (no pixel data)"
+
+
+def write_image(job: Conversion, kind: str) -> None:
+    """One frame: a PNG, 16-bit for greyscale unless --8bit."""
+    options, ds = job.options, job.ds
+    check_memory(ds, 1, options.max_memory)
+    check_pixel_data_length(ds)
+    sixteen = not options.eight_bit and not is_colour(ds)
+    frames, job.rendering["Display"] = rendered_frames(job.source, ds, 65535 if sixteen else 255, options.window,
+                                                       not options.redact_salt)
+    _write_one_frame(job, job.blanked(frames), sixteen)
+
+
+def _write_one_frame(job: Conversion, frames: Iterator[np.ndarray], sixteen: bool) -> None:
+    frame = next(frames, None)
+    if frame is None:
+        raise CorruptFile("no frame could be decoded")
+    if job.options.write_png:
+        write_png(frame, job.output(".png"))
+    job.rendering["Output"] = f"PNG {'16' if sixteen else '8'}-bit" if job.options.write_png else "none"
+
+
+def write_frames(job: Conversion, kind: str) -> None:
+    """Several frames: a cine at its own rate; a volume, segmentation or dose as slices in
+    order (scrolled at --fps or 10 fps, "slices, not time") with a contact sheet."""
+    options, ds = job.options, job.ds
+    frames_total = number_of_frames(ds)
+    check_memory(ds, frames_total, options.max_memory)
+    check_pixel_data_length(ds)
+    frames, frames_total, ordered_by = _frames_of_kind(job, kind, frames_total)
+    if kind == "segmentation" and frames_total == 1:
+        return _write_one_frame(job, frames, False)
+    if kind == "cine":
+        timing = frame_timing(ds, frames_total, options.fps)
+    else:
+        timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), frames_total, "slices, not time")
+        job.rendering["Slices"] = f"{frames_total}, {ordered_by}"
+    job.rendering["FrameRate"] = timing.describe()
+    written = write_cine(frames, job.output, timing, options, sheet=kind != "cine" and options.write_png)
+    if written != frames_total:
+        raise CorruptFile(f"decoded {written} of {frames_total} frames")
+
+
+def _frames_of_kind(job: Conversion, kind: str, frames_total: int) -> tuple[Iterator[np.ndarray], int, str]:
+    """The display frames of each kind of multi-frame object, how many, and in what order."""
+    source, ds, options = job.source, job.ds, job.options
+    if kind == "segmentation":
+        slices = segmentation_slices(ds)
+        backgrounds = segmented_images(ds, slices, job.images, options) if job.images else None
+        frames, job.rendering["Display"] = segmentation_frames(source, ds, slices, backgrounds)
+        return job.blanked(frames), len(slices), "by position along the slice normal"
+    order, ordered_by = volume_order(ds) if kind == "volume" else (None, "")
+    is_dose = kind == "volume" and str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS
+    if is_dose and job.plan is not None and job.plan.action == "blank":
+        raise Unsupported("--redact found rectangles to blank in a dose grid, which it cannot do")
+    if is_dose and job.images:
+        frames, job.rendering["Display"], frames_total = dose_over_images(source, ds, job.images, options)
+        if not frames_total:
+            raise CorruptFile("none of the images of its frame of reference lies within the dose grid")
+        return frames, frames_total, "the images' positions in z"
+    if is_dose:
+        frames, job.rendering["Display"] = dose_frames(source, ds, order)
+        return frames, frames_total, ordered_by
+    sixteen = not options.eight_bit and not is_colour(ds) and options.frame_pngs
+    render = rendered_frames_in_helper if decode_in_helper(ds, frames_total) else rendered_frames
+    frames, job.rendering["Display"] = render(source, ds, 65535 if sixteen else 255, options.window,
+                                              not options.redact_salt, order)
+    return job.blanked(frames), frames_total, ordered_by
+
+
+def write_slide(job: Conversion, kind: str) -> None:
+    """A whole-slide image level: its tiles stitched into one PNG."""
+    ds, options = job.ds, job.options
+    layout = slide_layout(ds)
+    factor = layout.factor()
+    check_slide_memory(ds, layout, factor, options.max_memory)
+    check_pixel_data_length(ds)
+    frames, job.rendering["Display"] = rendered_frames(job.source, ds, 255, options.window, not options.redact_salt)
+    picture = stitched_slide(job.blanked(frames), layout, factor)
+    drawn = sum(place is not None for place in layout.tiles)
+    job.rendering["Slide"] = (f"{layout.columns} x {layout.rows} pixels from {drawn} of {len(layout.tiles)} tiles "
+                              f"({layout.organization})" + (f", written at 1/{factor}" if factor > 1 else ""))
+    if options.write_png:
+        write_png(picture, job.output(".png"))
+    job.rendering["Output"] = "PNG 8-bit" if options.write_png else "none"
+
+
+# What each kind of object (`object_kind`) becomes: the one dispatch.
+WRITERS = {"metadata": write_metadata_only, "image": write_image, "cine": write_frames, "volume": write_frames,
+           "segmentation": write_frames, "slide": write_slide}
 
 
 def write_cine(frames, output, timing: Timing, options: Options, sheet: bool = False) -> int:

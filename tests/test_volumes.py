@@ -26,7 +26,7 @@ def rendered(path, order=None, out_max=255) -> list[np.ndarray]:
 ])
 def test_the_kind_of_each_multiframe_file(name, kind):
     ds = dc.read_dataset(testdata(name))
-    assert dc.object_kind(ds) == (kind, "")
+    assert dc.object_kind(ds) == kind
 
 
 def test_an_enhanced_ct_scrolls_in_anatomical_order(tmp_path):
@@ -121,7 +121,7 @@ def test_positions_that_lie_fall_back_in_order_and_say_so():
     broken = copy.deepcopy(ds)
     broken.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].add_new(0x00200032, "LO", ["x", "y", "z"])
     assert dc.frame_positions(broken)[0] is None
-    assert dc.multiframe_kind(broken) == ("cine", "")  # one position left: nothing says "slices"
+    assert dc.multiframe_kind(broken) == "cine"  # one position left: nothing says "slices"
     assert dc.volume_order(broken) == ([1, 0], "by Dimension Index Values")
     short = copy.deepcopy(ds)
     del short.PerFrameFunctionalGroupsSequence[1]

@@ -249,7 +249,7 @@ def output_stem(name: str) -> str:
     return portable_name(name)
 
 
-OUTPUT_SUFFIXES = (".png", ".gif", ".mp4", ".json", ".txt")  # of one input, the .txt written last
+OUTPUT_SUFFIXES = (".png", ".gif", ".mp4", ".pdf", ".xml", ".stl", ".obj", ".mtl", ".json", ".txt")  # the .txt last
 FRAMES_SUFFIX = "_frames"  # --frames writes STEM_frames/0001.png …
 
 
@@ -2321,8 +2321,11 @@ WHOLE_SLIDE_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
 def object_kind(ds: Dataset) -> str:
-    """What `ds` is: ``metadata`` (no pixel data), ``segmentation`` (PS3.3 A.51, one frame or
-    many), ``image`` (one frame), or what `multiframe_kind` says of several frames."""
+    """What `ds` is: a ``document`` (an encapsulated PDF, CDA, STL, OBJ or MTL), ``metadata``
+    (no pixel data), ``segmentation`` (PS3.3 A.51, one frame or many), ``image`` (one frame),
+    or what `multiframe_kind` says of several frames."""
+    if str(ds.get("SOPClassUID", "")) in DOCUMENT_CLASSES:
+        return "document"
     if not has_pixel_data(ds):
         return "metadata"
     if str(ds.get("SOPClassUID", "")) == SEGMENTATION_CLASS:
@@ -2901,6 +2904,67 @@ def check_slide_memory(ds: Dataset, layout: SlideLayout, factor: int, limit: int
 
 
 # =============================================================================
+# Encapsulated documents: the document itself, byte for byte
+# =============================================================================
+
+# PS3.3 A.45.1 (PDF), A.45.2 (CDA), A.85.1 (STL), A.85.2 (OBJ), A.85.3 (MTL): the file each
+# becomes.  Never an extension a browser would run (.html, .svg, .js), whatever the file says.
+DOCUMENT_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.104.1": (".pdf", "PDF"), "1.2.840.10008.5.1.4.1.1.104.2": (".xml", "CDA"),
+    "1.2.840.10008.5.1.4.1.1.104.3": (".stl", "STL"), "1.2.840.10008.5.1.4.1.1.104.4": (".obj", "OBJ"),
+    "1.2.840.10008.5.1.4.1.1.104.5": (".mtl", "MTL"),
+}
+DOCUMENT_SUFFIXES = tuple(suffix for suffix, _ in DOCUMENT_CLASSES.values())
+ENCAPSULATED_DOCUMENT = 0x00420011
+
+
+def document_bytes(source: Path, ds: Dataset) -> bytes:
+    """The encapsulated document as it was encapsulated (PS3.3 C.24.2.1): trimmed to Encapsulated
+    Document Length (0042,0015) when given, else without the pad byte an odd-length document
+    gets (a trailing NUL; DCMTK's pdf2dcm pads so), binary STL to the length its count gives."""
+    if ENCAPSULATED_DOCUMENT not in ds:
+        raise CorruptFile("no Encapsulated Document (0042,0011)")
+    data = bytes(ds[ENCAPSULATED_DOCUMENT].value or b"")
+    length = ds.get("EncapsulatedDocumentLength")
+    if length is not None and 0 < int(length) <= len(data):
+        return data[:int(length)]
+    suffix, _ = DOCUMENT_CLASSES[str(ds.SOPClassUID)]
+    if suffix == ".stl" and len(data) >= 84 and not data.startswith(b"solid"):
+        return data[:84 + 50 * int.from_bytes(data[80:84], "little")]
+    return data[:-1] if data.endswith(b"\x00") else data
+
+
+def document_is_what_it_claims(data: bytes, kind: str) -> bool:
+    """Whether the bytes are the kind of document the SOP class says (the MIME type is only a claim)."""
+    head = data[:4096]
+    if kind == "PDF":
+        return head.startswith(b"%PDF-")
+    if kind == "CDA":
+        return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<") and b"ClinicalDocument" in head
+    if kind == "STL":
+        return len(data) >= 84 and len(data) == 84 + 50 * int.from_bytes(data[80:84], "little")
+    return b"\x00" not in head  # OBJ and MTL are text
+
+
+def write_document(job: Conversion, kind: str) -> None:
+    """An encapsulated document: ``STEM.pdf`` (or .xml, .stl, .obj, .mtl), byte for byte."""
+    ds = job.ds
+    suffix, name = DOCUMENT_CLASSES[str(ds.SOPClassUID)]
+    title = _text_of(ds.get("DocumentTitle", ""))
+    if job.options.redact_salt:  # a document's text and images cannot be de-identified here
+        job.rendering["Display"] = f"metadata only (--redact: the {name} document is withheld)"
+        return
+    data = document_bytes(job.source, ds)
+    if not document_is_what_it_claims(data, name):
+        raise CorruptFile(f"its Encapsulated Document is not the {name} its class claims "
+                          f"(begins {data[:8]!r}, MIME type {_text_of(ds.get('MIMETypeOfEncapsulatedDocument', ''))!r})")
+    with open(job.output(suffix), "wb") as f:
+        f.write(data)
+    job.rendering["Display"] = f"{name} document, {len(data):,} bytes" + (f": {title}" if title else "")
+    job.rendering["Output"] = f"{name} as {suffix}"
+
+
+# =============================================================================
 # Converting one file
 # =============================================================================
 
@@ -3129,7 +3193,7 @@ def write_slide(job: Conversion, kind: str) -> None:
 
 # What each kind of object (`object_kind`) becomes: the one dispatch.
 WRITERS = {"metadata": write_metadata_only, "image": write_image, "cine": write_frames, "volume": write_frames,
-           "segmentation": write_frames, "slide": write_slide}
+           "segmentation": write_frames, "slide": write_slide, "document": write_document}
 
 
 def write_cine(frames, output, timing: Timing, options: Options, sheet: bool = False) -> int:
@@ -3417,7 +3481,8 @@ def _index_figure(result: Result, output: Path) -> str:
              ("Frames", r.get("frames", "")), ("Display", r.get("Display", "")), ("Rate", r.get("FrameRate", "")),
              ("Slices", r.get("Slices", "")), ("Slide", r.get("Slide", ""))]  # volumes: the PNG is a contact sheet
     facts_html = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts if v)
-    links = " ".join(f'<a href="{link(by_suffix[s])}">{s[1:]}</a>' for s in (".txt", ".json") if s in by_suffix)
+    links = " ".join(f'<a href="{link(by_suffix[s])}">{s[1:]}</a>' for s in (*DOCUMENT_SUFFIXES, ".txt", ".json")
+                     if s in by_suffix)
     title = escape(result.outputs[0].relative_to(output).with_suffix("").as_posix()) if result.outputs else ""
     return (f"<figure>{''.join(media)}<figcaption><strong>{title}</strong>"
             f"<dl>{facts_html}</dl>{links}</figcaption></figure>")
@@ -3447,7 +3512,7 @@ def outputs_are_current(source: Path, stem: Path, redacted: bool = False) -> boo
         newer = text.stat().st_mtime >= source.stat().st_mtime
     except OSError:
         return False
-    images = [stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4")]
+    images = [stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4", *DOCUMENT_SUFFIXES)]
     head = _head(text)
     if (DEIDENTIFIED in head) != redacted:  # never pass an earlier run's names off as redacted
         return False

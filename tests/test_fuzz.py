@@ -1001,3 +1001,46 @@ def test_new_kinds_with_attributes_that_lie(tmp_path):
     assert results["slide_no_positions.dcm"] == ("FAILED", "no tile of the slide lies in its total pixel matrix")
     assert "99 not in the Segment Sequence (white)" in results["seg_unknown_segment.dcm"][1]
     assert "Slices                 15, as stored" in (tmp_path / "out" / "dose_offsets_short.txt").read_text(encoding="utf-8")
+
+
+def test_documents_whose_attributes_lie(tmp_path):
+    """A PDF encapsulated by DCMTK's pdf2dcm, then: a length past its end, a length of 0, an
+    empty document, no document, and a binary STL whose facet count lies.  One plain line each,
+    nothing left by a failure, never an output that is not the document."""
+    import copy
+
+    import pydicom
+
+    from test_documents import a_binary_stl, a_pdf, dcmtk
+
+    (tmp_path / "src").mkdir()
+    dcmtk("pdf2dcm", a_pdf(tmp_path / "src" / "r.pdf", odd=True), tmp_path / "src" / "r.dcm")
+    dcmtk("stl2dcm", a_binary_stl(tmp_path / "src" / "m.stl"), tmp_path / "src" / "m.dcm")
+    pdf, stl = pydicom.dcmread(tmp_path / "src" / "r.dcm"), pydicom.dcmread(tmp_path / "src" / "m.dcm")
+    inp = tmp_path / "in"
+    inp.mkdir()
+    edits = {
+        "pdf_length_past_end.dcm": (pdf, lambda ds: setattr(ds, "EncapsulatedDocumentLength", 10**6)),
+        "pdf_length_zero.dcm": (pdf, lambda ds: setattr(ds, "EncapsulatedDocumentLength", 0)),
+        "pdf_empty.dcm": (pdf, lambda ds: setattr(ds, "EncapsulatedDocument", b"")),
+        "pdf_missing.dcm": (pdf, lambda ds: delattr(ds, "EncapsulatedDocument")),
+        "stl_count_lies.dcm": (stl, lambda ds: (setattr(ds, "EncapsulatedDocument", ds.EncapsulatedDocument[:80]
+                                                        + (9).to_bytes(4, "little") + ds.EncapsulatedDocument[84:]),
+                                                ds.pop("EncapsulatedDocumentLength", None))),
+    }
+    for name, (base, edit) in edits.items():
+        ds = copy.deepcopy(base)
+        edit(ds)
+        ds.save_as(inp / name)
+    run = run_converter(inp, "-o", tmp_path / "out", timeout=120)
+    results, summaries, stray = parse_log(run)
+    assert "Traceback" not in run.stderr and not stray and len(summaries) == 1, run.stdout + run.stderr
+    assert sorted(results) == sorted(edits)
+    for name, (label, rest) in results.items():
+        left = outputs_of(tmp_path / "out", name[:-4])
+        if label == "FAILED":
+            assert not left and rest.strip() and not rest.startswith("unexpected"), (name, rest)
+    assert results["pdf_length_past_end.dcm"][0] == "converted"  # the length is ignored; the PDF still checks
+    assert (tmp_path / "out" / "pdf_length_past_end.pdf").read_bytes() == (tmp_path / "src" / "r.pdf").read_bytes()
+    for name in ("pdf_empty.dcm", "pdf_missing.dcm", "stl_count_lies.dcm"):
+        assert results[name][0] == "FAILED", (name, results[name])

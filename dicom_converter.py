@@ -2918,7 +2918,7 @@ DOCUMENT_SUFFIXES = tuple(suffix for suffix, _ in DOCUMENT_CLASSES.values())
 ENCAPSULATED_DOCUMENT = 0x00420011
 
 
-def document_bytes(source: Path, ds: Dataset) -> bytes:
+def document_bytes(ds: Dataset) -> bytes:
     """The encapsulated document as it was encapsulated (PS3.3 C.24.2.1): trimmed to Encapsulated
     Document Length (0042,0015) when given, else without the pad byte an odd-length document
     gets (a trailing NUL; DCMTK's pdf2dcm pads so), binary STL to the length its count gives."""
@@ -2954,7 +2954,7 @@ def write_document(job: Conversion, kind: str) -> None:
     if job.options.redact_salt:  # a document's text and images cannot be de-identified here
         job.rendering["Display"] = f"metadata only (--redact: the {name} document is withheld)"
         return
-    data = document_bytes(job.source, ds)
+    data = document_bytes(ds)
     if not document_is_what_it_claims(data, name):
         raise CorruptFile(f"its Encapsulated Document is not the {name} its class claims "
                           f"(begins {data[:8]!r}, MIME type {_text_of(ds.get('MIMETypeOfEncapsulatedDocument', ''))!r})")

@@ -1352,13 +1352,17 @@ def gif_durations(durations_ms: Iterable[float]) -> list[int]:
     makes a 15 fps loop run at 14.3 fps.  The rounding error is carried to
     the next frame so the total stays true.
     """
-    delays, carried = [], 0.0
+    return list(_gif_delays(durations_ms))
+
+
+def _gif_delays(durations_ms: Iterable[float]) -> Iterator[int]:
+    """`gif_durations` one at a time (a video's frame count is known only once it is decoded)."""
+    carried = 0.0
     for duration in durations_ms:
         exact = duration + carried
         ticks = max(2, round(exact / 10.0))  # browsers slow delays under 20 ms to 100 ms
-        delays.append(ticks * 10)
+        yield ticks * 10
         carried = exact - ticks * 10
-    return delays
 
 
 def fit_within(frame: np.ndarray, max_size: int | None) -> np.ndarray:
@@ -1537,7 +1541,7 @@ def gif_writer(path: Path, durations_ms: Iterable[float], max_size: int | None =
     import numpy as np
     from PIL import GifImagePlugin, Image
 
-    delays = iter(gif_durations(durations_ms))
+    delays = _gif_delays(durations_ms)
     state: dict = {"shown": None}
 
     def write(frame: np.ndarray) -> None:
@@ -2328,6 +2332,8 @@ def object_kind(ds: Dataset) -> str:
         return "document"
     if not has_pixel_data(ds):
         return "metadata"
+    if transfer_syntax_of(ds) in VIDEO_SYNTAXES:
+        return "video"
     if str(ds.get("SOPClassUID", "")) == SEGMENTATION_CLASS:
         return "segmentation"
     if number_of_frames(ds) == 1:
@@ -2965,6 +2971,151 @@ def write_document(job: Conversion, kind: str) -> None:
 
 
 # =============================================================================
+# DICOM video: the stream itself in an MP4
+# =============================================================================
+
+# PS3.5 8.2.5-8.2.8: the transfer syntaxes that carry a whole video bit stream (the
+# Fragmentable ones split it over fragments).  H.264 and HEVC are copied into an MP4
+# without re-encoding; browsers do not play MPEG-2, so it is decoded and re-encoded.
+VIDEO_SYNTAXES = {
+    "1.2.840.10008.1.2.4.100": "mpeg2", "1.2.840.10008.1.2.4.100.1": "mpeg2",
+    "1.2.840.10008.1.2.4.101": "mpeg2", "1.2.840.10008.1.2.4.101.1": "mpeg2",
+    **{f"1.2.840.10008.1.2.4.{n}{part}": "h264" for n in range(102, 107) for part in ("", ".1")},
+    "1.2.840.10008.1.2.4.107": "hevc", "1.2.840.10008.1.2.4.108": "hevc",
+}
+
+
+@contextlib.contextmanager
+def video_bit_stream(source: Path, ds: Dataset):
+    """The video bit stream of `source` (its fragments joined, the Basic Offset Table left
+    out) in an anonymous temporary file, which the demuxer can seek (an MP4 inside DICOM keeps
+    its index at the end); the stream is copied fragment by fragment, never held whole."""
+    import io
+    import tempfile
+
+    from pydicom.encaps import generate_fragments
+
+    raw = ds.get_item(0x7FE00010, keep_deferred=True)
+    with contextlib.ExitStack() as stack:
+        if _is_deferred(raw) and raw.value_tell is not None:
+            buffer = stack.enter_context(open(source, "rb"))
+            buffer.seek(raw.value_tell)
+        else:
+            buffer = io.BytesIO(bytes(ds.PixelData))
+        spool = stack.enter_context(tempfile.TemporaryFile())
+        try:
+            for number, fragment in enumerate(generate_fragments(buffer)):
+                if number:  # the first item is the Basic Offset Table
+                    spool.write(fragment)
+        except (ValueError, EOFError, OSError) as exc:
+            raise CorruptFile(f"cannot read the video's fragments: {_first_line(exc)}") from None
+        if not spool.tell():
+            raise CorruptFile("the video bit stream is empty")
+        spool.seek(0)
+        yield spool
+
+
+def write_video(job: Conversion, kind: str) -> None:
+    """A DICOM video: H.264 or HEVC copied into ``STEM.mp4`` as it is (HEVC tagged hvc1 for
+    Safari), MPEG-2 decoded and re-encoded to H.264; a GIF from the decoded frames."""
+    import itertools
+
+    import av
+    from pydicom.uid import UID
+
+    ds, options = job.ds, job.options
+    family = VIDEO_SYNTAXES[transfer_syntax_of(ds)]
+    with video_bit_stream(job.source, ds) as stream:
+        try:
+            with av.open(stream, "r") as container:
+                video = _video_stream_of(container)
+                timing_from_file = frame_timing(ds, max(1, int(video.frames or 0)), options.fps)
+                rate = timing_from_file.rate if timing_from_file.source != "default" else \
+                    Fraction(video.guessed_rate or DEFAULT_FPS)
+                source = timing_from_file.source if timing_from_file.source != "default" else "the stream's own"
+                described = (f"{video.codec_context.name} {video.codec_context.profile or ''}".strip()
+                             + f" {video.codec_context.width}x{video.codec_context.height}")
+                if family == "mpeg2":
+                    frames = _decoded_frames(container, video)
+                    # the frame count is known once decoded (NumberOfFrames may be wrong): delays without end
+                    timing = Timing(rate, itertools.repeat(1000 / float(rate)), source)
+                    count = write_cine(frames, job.output, timing, dataclasses.replace(options, frame_pngs=False))
+                    how = "decoded and re-encoded to H.264" if options.write_mp4 else "decoded"
+                else:
+                    count = _copy_video(container, video, stream, job, rate)
+                    how = "copied into the MP4 without re-encoding"
+        except av.error.FFmpegError as exc:
+            syntax = transfer_syntax_of(ds)
+            raise CorruptFile(f"cannot read the {UID(syntax).name} ({syntax}) video stream: {_first_line(exc)}") from None
+    declared = int(ds.get("NumberOfFrames") or count)
+    job.rendering["Display"] = f"{described}, {count} frames, {how}" + (
+        f" (the file says {declared} frames)" if declared != count else "")
+    job.rendering["FrameRate"] = f"{float(rate):.4g} fps ({source})"
+
+
+def _video_stream_of(container):
+    if not container.streams.video:
+        raise CorruptFile("the video bit stream holds no video")
+    return container.streams.video[0]
+
+
+def _decoded_frames(container, video) -> Iterator[np.ndarray]:
+    for frame in container.decode(video):
+        yield frame.to_ndarray(format="rgb24")
+
+
+def _copy_video(container, video, stream, job: Conversion, rate: Fraction) -> int:
+    """The packets into an MP4 as they are.  A raw elementary stream has no timestamps, and
+    numbering its packets in decode order would show B-frame streams out of order: a first
+    pass decodes it, which gives each packet's display position (and the GIF's frames), and
+    the packets are muxed with those as presentation times, the decode times behind them."""
+    import itertools
+
+    import av
+
+    options = job.options
+    gif = contextlib.ExitStack()
+    write_gif = None
+    if options.write_gif:
+        write_gif = gif.enter_context(gif_writer(job.output(".gif"), itertools.repeat(1000 / float(rate)),
+                                                 options.gif_max_size))
+    shown = []  # the packet number of each frame, in display order
+    tick = Fraction(1) / rate
+    with gif:
+        packets = 0
+        for number, packet in enumerate(p for p in container.demux(video) if p.size):
+            packets += 1
+            packet.pts = packet.dts = number
+            packet.time_base = tick
+            for frame in video.codec_context.decode(packet):
+                shown.append(frame.pts)
+                if write_gif:
+                    write_gif(frame.to_ndarray(format="rgb24"))
+        for frame in video.codec_context.decode(None):
+            shown.append(frame.pts)
+            if write_gif:
+                write_gif(frame.to_ndarray(format="rgb24"))
+    if not packets or not shown:
+        raise CorruptFile("no frame of the video could be decoded")
+    position = {packet: index for index, packet in enumerate(shown)}
+    delay = max(0, max(number - position.get(number, number) for number in range(packets)))
+    if options.write_mp4:
+        stream.seek(0)
+        with av.open(stream, "r") as again, av.open(str(job.output(".mp4")), "w", format="mp4",
+                                                    options={"movflags": "+faststart"}) as mp4:
+            source = _video_stream_of(again)
+            copied = mp4.add_stream_from_template(source)
+            if source.codec_context.name == "hevc":
+                copied.codec_tag = "hvc1"
+            for number, packet in enumerate(p for p in again.demux(source) if p.size):
+                packet.stream = copied
+                packet.time_base = tick
+                packet.pts, packet.dts, packet.duration = position.get(number, number), number - delay, 1
+                mp4.mux(packet)
+    return len(shown)
+
+
+# =============================================================================
 # Converting one file
 # =============================================================================
 
@@ -3193,7 +3344,7 @@ def write_slide(job: Conversion, kind: str) -> None:
 
 # What each kind of object (`object_kind`) becomes: the one dispatch.
 WRITERS = {"metadata": write_metadata_only, "image": write_image, "cine": write_frames, "volume": write_frames,
-           "segmentation": write_frames, "slide": write_slide, "document": write_document}
+           "segmentation": write_frames, "slide": write_slide, "document": write_document, "video": write_video}
 
 
 def write_cine(frames, output, timing: Timing, options: Options, sheet: bool = False) -> int:

@@ -104,15 +104,16 @@ def test_bad_file_gets_one_line_and_the_batch_goes_on(tmp_path):
     assert "2 converted" in run.stdout and "1 failed." in run.stdout
 
 
-def test_unsupported_transfer_syntax_names_it(tmp_path):
+def test_an_unreadable_stream_names_its_transfer_syntax(tmp_path):
     ds = pydicom.dcmread(testdata("MR_small.dcm"))
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: pydicom has no decoder
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2, its stream a sequence header and zeros
     ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + bytes(96)])
     ds["PixelData"].VR = "OB"
     ds.save_as(tmp_path / "mpeg2.dcm")
     run = run_cli(tmp_path / "mpeg2.dcm", "-o", tmp_path / "out")
     assert run.returncode == 1
-    assert "FAILED     mpeg2.dcm: no decoder for MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100)" in run.stderr
+    assert ("FAILED     mpeg2.dcm: cannot read the MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100) "
+            "video stream: ") in run.stderr
     assert "Traceback" not in run.stderr
     assert outputs(tmp_path / "out") == []
 

@@ -1225,17 +1225,19 @@ def frame_timing(ds: Dataset, frames: int, fps: Fraction | None) -> Timing:
     """
     if fps is not None:
         return _constant_timing(Fraction(fps), frames, "--fps")
-    pointers = ds.get("FrameIncrementPointer") or []
-    if not _is_multi(pointers):
-        pointers = [pointers]
-    keywords = [_keyword_of(tag) for tag in pointers]
-    order = [k for k in keywords if k in ("FrameTime", "FrameTimeVector")]
+    order = [k for k in frame_increment_keywords(ds) if k in ("FrameTime", "FrameTimeVector")]
     order += ["FrameTime", "RecommendedDisplayFrameRate", "CineRate"]
     for keyword in order:
         timing = _timing_from(ds, keyword, frames)
         if timing is not None:
             return timing
     return _constant_timing(DEFAULT_FPS, frames, "default")
+
+
+def frame_increment_keywords(ds: Dataset) -> list[str]:
+    """The keywords Frame Increment Pointer (PS3.3 C.7.6.6) names: what the frames step through."""
+    pointers = ds.get("FrameIncrementPointer") or []
+    return [_keyword_of(tag) for tag in (pointers if _is_multi(pointers) else [pointers])]
 
 
 def _keyword_of(tag) -> str:
@@ -2301,6 +2303,19 @@ def blank_mask(plan: PixelPlan, rows: int, columns: int) -> np.ndarray:
     return mask
 
 
+def shown_image(path: Path, options: Options) -> tuple[Dataset, np.ndarray | None]:
+    """A single-frame image's dataset and its 8-bit display frame as its own outputs show it
+    (``--redact``'s plan applied): what a segmentation or a dose is drawn over.  None: withheld."""
+    image = read_dataset(path)
+    plan = pixel_plan(image, options)
+    if plan is not None and plan.action == "withhold":
+        return image, None
+    frames, _ = rendered_frames(path, image, 255, options.window, not options.redact_salt)
+    if plan is not None and plan.action == "blank":
+        frames = blanked(frames, [blank_mask(plan, int(image.Rows), int(image.Columns))])
+    return image, next(frames, None)
+
+
 def blanked(frames: Iterable[np.ndarray], masks: Iterable[np.ndarray | None]) -> Iterator[np.ndarray]:
     """Each display frame with its mask's pixels set to black (before any downscaling)."""
     for frame, mask in zip(frames, masks):
@@ -2361,8 +2376,7 @@ def multiframe_kind(ds: Dataset) -> str:
        coloured slice by slice.
     6. Anything else stays a cine, the behaviour for files with no signal.
     """
-    pointers = ds.get("FrameIncrementPointer") or []
-    keywords = {_keyword_of(tag) for tag in (pointers if _is_multi(pointers) else [pointers])}
+    keywords = set(frame_increment_keywords(ds))
     sop_class = str(ds.get("SOPClassUID", ""))
     if keywords & set(CINE_POINTERS):
         return "cine"
@@ -2528,14 +2542,19 @@ def dose_colour_lut() -> np.ndarray:
     return np.stack([np.interp(steps, stops, colours[:, k]) for k in range(3)], axis=-1).round().astype(np.uint8)
 
 
+def dose_units(ds: Dataset) -> tuple[float, str]:
+    """Dose Grid Scaling (stored value to dose) and the unit to label it with (C.8.8.3):
+    Gy, or ``rel.`` for RELATIVE (to a reference dose)."""
+    units = str(ds.get("DoseUnits", "") or "").upper()
+    return float(ds.get("DoseGridScaling") or 1.0), "Gy" if units == "GY" else ("rel." if units == "RELATIVE" else units or "?")
+
+
 def dose_frames(path: Path, ds: Dataset, order: list[int]) -> tuple[Iterator[np.ndarray], str]:
     """The dose planes of an RT Dose (PS3.3 C.8.8.3) in `order`, coloured from 0 to the
     volume's maximum, each with a scale bar in Gy (Dose Grid Scaling x stored value)."""
     import numpy as np
 
-    scaling = float(ds.get("DoseGridScaling") or 1.0)
-    units = str(ds.get("DoseUnits", "") or "").upper()
-    unit = "Gy" if units == "GY" else ("rel." if units == "RELATIVE" else units or "?")  # RELATIVE: to a reference dose
+    scaling, unit = dose_units(ds)
     kept, _, high = clip_stored_range(decode_frames(path, ds, order), lambda index: ds)
     top = high * scaling
     lut = dose_colour_lut()
@@ -2548,6 +2567,10 @@ def dose_frames(path: Path, ds: Dataset, order: list[int]) -> tuple[Iterator[np.
             yield np.concatenate([_enlarged(plane), scale], axis=1)
 
     return frames(), f"dose 0 to {top:.4g} {unit} (Dose Grid Scaling {scaling:g}), colour scale beside each plane"
+
+
+def _is_axial(ds: Dataset) -> bool:
+    return [round(float(v), 3) for v in ds.get("ImageOrientationPatient") or []] == [1, 0, 0, 0, 1, 0]
 
 
 DOSE_WASH_OPACITY = 0.5  # over the CT the anatomy shows through the dose
@@ -2566,12 +2589,9 @@ def dose_over_images(path: Path, ds: Dataset, images: tuple[Path, ...], options:
     """
     import numpy as np
 
-    axial = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    if [round(float(v), 3) for v in ds.get("ImageOrientationPatient") or []] != axial:
+    if not _is_axial(ds):
         raise Unsupported("a dose grid that is not axial cannot yet be drawn over its images")
-    scaling = float(ds.get("DoseGridScaling") or 1.0)
-    units = str(ds.get("DoseUnits", "") or "").upper()
-    unit = "Gy" if units == "GY" else ("rel." if units == "RELATIVE" else units or "?")
+    scaling, unit = dose_units(ds)
     origin = [float(v) for v in ds.ImagePositionPatient]
     offsets = [float(v) for v in ds.GridFrameOffsetVector]
     planes_z = np.array([origin[2] + o if offsets[0] == 0 else o for o in offsets])
@@ -2582,7 +2602,7 @@ def dose_over_images(path: Path, ds: Dataset, images: tuple[Path, ...], options:
     placed = []
     for image_path in images:
         image = _dcmread(image_path, stop_before_pixels=True)
-        if [round(float(v), 3) for v in image.get("ImageOrientationPatient") or []] != axial:
+        if not _is_axial(image):
             continue
         z = float(image.ImagePositionPatient[2])
         if np.min(np.abs(planes_z - z)) <= half:
@@ -2592,13 +2612,9 @@ def dose_over_images(path: Path, ds: Dataset, images: tuple[Path, ...], options:
 
     def frames() -> Iterator[np.ndarray]:
         for z, image_path in placed:
-            image = read_dataset(image_path)
-            plan = pixel_plan(image, options)  # what --redact does to that image's own outputs
-            if plan is not None and plan.action == "withhold":
-                raise Unsupported(f"{image_path.name}, under the dose, is withheld by --redact ({plan.reason})")
-            shown = next(rendered_frames(image_path, image, 255, options.window, not options.redact_salt)[0])
-            if plan is not None and plan.action == "blank":
-                shown = next(blanked([shown], [blank_mask(plan, int(image.Rows), int(image.Columns))]))
+            image, shown = shown_image(image_path, options)
+            if shown is None:
+                raise Unsupported(f"{image_path.name}, under the dose, is withheld by --redact")
             shown = np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown
             x0, y0 = (float(v) for v in image.ImagePositionPatient[:2])
             dy, dx = (float(v) for v in image.PixelSpacing)
@@ -2753,16 +2769,7 @@ class _Backgrounds:
 
     def __call__(self, number: int):
         path = self.slices.get(number)
-        if path is None:
-            return None
-        image = read_dataset(path)
-        plan = pixel_plan(image, self.options)  # what --redact does to that image's own outputs
-        if plan is not None and plan.action == "withhold":
-            return None
-        frames, _ = rendered_frames(path, image, 255, self.options.window, not self.options.redact_salt)
-        if plan is not None and plan.action == "blank":
-            frames = blanked(frames, [blank_mask(plan, int(image.Rows), int(image.Columns))])
-        return next(frames, None)
+        return None if path is None else shown_image(path, self.options)[1]
 
 
 def segmented_images(ds: Dataset, slices: list[list[tuple[int, int]]], images: tuple[Path, ...],
@@ -3453,11 +3460,9 @@ def slice_order(result: Result) -> tuple:
     """Position along the slice normal (Image Position · (row × column cosines), PS3.3
     C.7.6.2.1.1), else Instance Number, else file name."""
     record = result.record
-    position, orientation = record.get("position"), record.get("orientation")
-    if position and orientation and len(position) == 3 and len(orientation) == 6:
-        r, c = orientation[:3], orientation[3:]
-        normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
-        return (0, sum(p * n for p, n in zip(position, normal)), result.source.name)
+    along = _along_normal(record.get("position"), record.get("orientation"))
+    if along is not None:
+        return (0, along, result.source.name)
     instance = record.get("instance", "")
     if str(instance).lstrip("-").isdigit():
         return (1, int(instance), result.source.name)

@@ -2992,6 +2992,9 @@ VIDEO_SYNTAXES = {
 }
 
 
+VIDEO_CODECS = {"mpeg2": "mpeg2video", "h264": "h264", "hevc": "hevc"}  # FFmpeg's decoder of each
+
+
 @contextlib.contextmanager
 def video_bit_stream(source: Path, ds: Dataset):
     """The video bit stream of `source` (its fragments joined, the Basic Offset Table left
@@ -3036,6 +3039,10 @@ def write_video(job: Conversion, kind: str) -> None:
         try:
             with av.open(stream, "r") as container:
                 video = _video_stream_of(container)
+                codec = video.codec_context.name
+                if codec != VIDEO_CODECS[family]:
+                    raise CorruptFile(f"its video stream is {codec}, not the {VIDEO_CODECS[family]} its transfer "
+                                      f"syntax says")
                 timing_from_file = frame_timing(ds, max(1, int(video.frames or 0)), options.fps)
                 rate = timing_from_file.rate if timing_from_file.source != "default" else \
                     Fraction(video.guessed_rate or DEFAULT_FPS)

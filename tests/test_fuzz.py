@@ -1044,3 +1044,37 @@ def test_documents_whose_attributes_lie(tmp_path):
     assert (tmp_path / "out" / "pdf_length_past_end.pdf").read_bytes() == (tmp_path / "src" / "r.pdf").read_bytes()
     for name in ("pdf_empty.dcm", "pdf_missing.dcm", "stl_count_lies.dcm"):
         assert results[name][0] == "FAILED", (name, results[name])
+
+
+def test_videos_whose_streams_lie(tmp_path):
+    """DICOM videos made by test_video's helpers, damaged: the stream cut in half, an empty
+    fragment, an HEVC stream under an H.264 transfer syntax, garbage bytes.  One plain line
+    each, no traceback, nothing left by a failure, and no MP4 of the wrong codec."""
+    import av
+    import pydicom
+
+    from test_video import H264, HEVC, video_dicom, video_stream
+
+    h264 = video_stream("libx264", "h264")
+    inp = tmp_path / "in"
+    inp.mkdir()
+    video_dicom(inp / "cut_in_half.dcm", h264[:len(h264) // 2], H264)
+    empty = pydicom.dcmread(video_dicom(inp / "empty_fragment.dcm", b"\x00\x00", H264))
+    item = b"\xfe\xff\x00\xe0"  # (FFFE,E000), here with length 0: the offset table, then an empty fragment
+    empty.PixelData = item + bytes(4) + item + bytes(4) + b"\xfe\xff\xdd\xe0" + bytes(4)
+    empty.save_as(inp / "empty_fragment.dcm")
+    video_dicom(inp / "hevc_as_h264.dcm", video_stream("libx265", "hevc"), H264)
+    video_dicom(inp / "garbage.dcm", bytes(range(256)) * 20, HEVC)
+    run = run_converter(inp, "-o", tmp_path / "out", timeout=120)
+    results, summaries, stray = parse_log(run)
+    assert "Traceback" not in run.stderr and not stray and len(summaries) == 1, run.stdout + run.stderr
+    assert sorted(results) == sorted(p.name for p in inp.iterdir())
+    for name, (label, rest) in results.items():
+        assert rest.strip() and not rest.startswith("unexpected"), (name, rest)
+        if label == "FAILED":
+            assert not outputs_of(tmp_path / "out", name[:-4]), name
+    assert results["hevc_as_h264.dcm"] == ("FAILED", "its video stream is hevc, not the h264 its transfer syntax says")
+    assert results["empty_fragment.dcm"][0] == "FAILED" and results["garbage.dcm"][0] == "FAILED"
+    if results["cut_in_half.dcm"][0] == "converted":  # what decodes of half a stream is copied, and plays
+        with av.open(str(tmp_path / "out" / "cut_in_half.mp4")) as container:
+            assert 0 < container.streams.video[0].frames < 24

@@ -2303,10 +2303,11 @@ def blank_mask(plan: PixelPlan, rows: int, columns: int) -> np.ndarray:
     return mask
 
 
-def shown_image(path: Path, options: Options) -> tuple[Dataset, np.ndarray | None]:
-    """A single-frame image's dataset and its 8-bit display frame as its own outputs show it
-    (``--redact``'s plan applied): what a segmentation or a dose is drawn over.  None: withheld."""
-    image = read_dataset(path)
+def shown_image(path: Path, options: Options, image: Dataset | None = None) -> tuple[Dataset, np.ndarray | None]:
+    """A single-frame image's dataset (read unless given) and its 8-bit display frame as its own
+    outputs show it (``--redact``'s plan applied): what a segmentation or a dose is drawn over.
+    None: withheld."""
+    image = image if image is not None else read_dataset(path)
     plan = pixel_plan(image, options)
     if plan is not None and plan.action == "withhold":
         return image, None
@@ -2601,18 +2602,18 @@ def dose_over_images(path: Path, ds: Dataset, images: tuple[Path, ...], options:
     half = (float(np.min(np.abs(np.diff(planes_z)))) if len(planes_z) > 1 else 1.0) / 2
     placed = []
     for image_path in images:
-        image = _dcmread(image_path, stop_before_pixels=True)
+        image = read_dataset(image_path)  # pixel data left on disk, the header kept for drawing
         if not _is_axial(image):
             continue
         z = float(image.ImagePositionPatient[2])
         if np.min(np.abs(planes_z - z)) <= half:
-            placed.append((z, image_path))
-    placed.sort()
+            placed.append((z, image_path, image))
+    placed.sort(key=lambda item: item[0])
     lut = dose_colour_lut()
 
     def frames() -> Iterator[np.ndarray]:
-        for z, image_path in placed:
-            image, shown = shown_image(image_path, options)
+        for z, image_path, image in placed:
+            image, shown = shown_image(image_path, options, image)
             if shown is None:
                 raise Unsupported(f"{image_path.name}, under the dose, is withheld by --redact")
             shown = np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown
@@ -2764,12 +2765,14 @@ SEGMENT_OVERLAY_OPACITY = 0.5  # over its image a segment lets the anatomy show 
 class _Backgrounds:
     """The display frame (8-bit) of the image under each slice of a segmentation, by slice number."""
 
-    def __init__(self, slices: dict[int, Path], options: Options):
+    def __init__(self, slices: dict[int, tuple[Path, Dataset]], options: Options):
         self.slices, self.options, self.found = slices, options, len(slices)
 
     def __call__(self, number: int):
-        path = self.slices.get(number)
-        return None if path is None else shown_image(path, self.options)[1]
+        if number not in self.slices:
+            return None
+        path, image = self.slices[number]
+        return shown_image(path, self.options, image)[1]
 
 
 def segmented_images(ds: Dataset, slices: list[list[tuple[int, int]]], images: tuple[Path, ...],
@@ -2777,22 +2780,22 @@ def segmented_images(ds: Dataset, slices: list[list[tuple[int, int]]], images: t
     """Which of `images` (single-frame files of the segmented series) lies under each slice: the
     one at the slice's position along the normal (within half a millimetre), of the same size."""
     positions = frame_positions(ds)
-    under: dict[int, Path] = {}
+    under: dict[int, tuple[Path, Dataset]] = {}
     placed = []
     for path in images:
-        image = _dcmread(path, stop_before_pixels=True)
+        image = read_dataset(path)  # pixel data left on disk, the header kept for drawing
         if (int(image.get("Rows") or 0), int(image.get("Columns") or 0)) != (int(ds.Rows), int(ds.Columns)):
             continue
         position = _along_normal(image.get("ImagePositionPatient"), image.get("ImageOrientationPatient"))
         if position is not None:
-            placed.append((position, path))
+            placed.append((position, path, image))
     for number, group in enumerate(slices):
         where = positions[group[0][0]] if group[0][0] < len(positions) else None
         if where is None or not placed:
             continue
-        distance, path = min((abs(position - where), path) for position, path in placed)
-        if distance <= 0.5:
-            under[number] = path
+        position, path, image = min(placed, key=lambda item: (abs(item[0] - where), str(item[1])))
+        if abs(position - where) <= 0.5:
+            under[number] = (path, image)
     return _Backgrounds(under, options)
 
 

@@ -205,3 +205,52 @@ def test_index_from_a_local_server(served):
 def test_index_from_a_local_server_logs_no_console_error(served):
     seen, _ = served
     assert seen["errors"] == []
+
+
+# -----------------------------------------------------------------------------
+# The kinds with sections of their own, on one page
+# -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kinds_site(tmp_path_factory) -> Path:
+    """A volume (eCT_Supplemental), a segmentation over its CT (liver.dcm and test_segmentations'
+    slices), an RT dose, a stitched slide (test_slides), a PDF (DCMTK's pdf2dcm) and a DICOM
+    video (test_video), converted together."""
+    from conftest import testdata
+    from test_documents import a_pdf, dcmtk
+    from test_segmentations import ct_under_liver
+    from test_slides import picture, write_slide
+    from test_video import H264, RATE, video_dicom, video_stream
+
+    browser.require_browser()
+    root = tmp_path_factory.mktemp("kinds_browser")
+    inputs = root / "in"
+    inputs.mkdir()
+    for name in ("eCT_Supplemental.dcm", "liver.dcm", "rtdose.dcm"):
+        (inputs / name).write_bytes(testdata(name).read_bytes())
+    ct_under_liver(inputs)
+    write_slide(inputs / "slide.dcm", picture(300, 400), tile=128)
+    dcmtk("pdf2dcm", a_pdf(root / "report.pdf", odd=True), inputs / "report.dcm")
+    video_dicom(inputs / "scope.dcm", video_stream("libx264", "h264"), H264, FrameTime=1000 / RATE)
+    out = root / "out"
+    proc = run_cli(inputs, "-o", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def test_each_kind_shows_in_the_index(kinds_site, chromium):
+    with browser.serve(kinds_site) as url:
+        seen = open_index(chromium, url + "/index.html")
+        targets = [i["url"] for i in seen["images"]] + [v["url"] for v in seen["videos"]] + \
+            [a["url"] for a in seen["links"]]
+        assert [t for t in targets if not served_exists(t)] == []
+    assert [e for e in seen["errors"] if not is_favicon_404(e)] == []
+    images = {unquote(i["src"]): i for i in seen["images"]}
+    for name in ("eCT_Supplemental.png", "liver.png", "rtdose.png", "slide.png"):  # sheets, the slide
+        assert images[name]["complete"] and images[name]["width"] > 0, images.get(name)
+    assert images["slide.png"]["width"] == 400
+    videos = {unquote(v["src"]): v for v in seen["videos"]}
+    assert videos["scope.mp4"]["readyState"] >= 2 and videos["scope.mp4"]["duration"] == pytest.approx(1.0, abs=0.05)
+    assert videos["eCT_Supplemental.mp4"]["readyState"] >= 2
+    assert "report.pdf" in [unquote(a["href"]) for a in seen["links"]]
+    assert "1 Liver (sRGB 217,130,101)" in seen["text"] and "slices, not time" in seen["text"]

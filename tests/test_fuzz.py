@@ -1047,13 +1047,14 @@ def test_documents_whose_attributes_lie(tmp_path):
 
 
 def test_videos_whose_streams_lie(tmp_path):
-    """DICOM videos made by test_video's helpers, damaged: the stream cut in half, an empty
+    """DICOM videos made by test_video's helpers, damaged: the stream cut in half (bare, in a
+    transport stream with audio, in an MP4 whose index is then lost, MPEG-2 with audio), an empty
     fragment, an HEVC stream under an H.264 transfer syntax, garbage bytes.  One plain line
     each, no traceback, nothing left by a failure, and no MP4 of the wrong codec."""
     import av
     import pydicom
 
-    from test_video import H264, HEVC, video_dicom, video_stream
+    from test_video import H264, HEVC, MPEG2, clip_with_audio, video_dicom, video_stream
 
     h264 = video_stream("libx264", "h264")
     inp = tmp_path / "in"
@@ -1065,6 +1066,11 @@ def test_videos_whose_streams_lie(tmp_path):
     empty.save_as(inp / "empty_fragment.dcm")
     video_dicom(inp / "hevc_as_h264.dcm", video_stream("libx265", "hevc"), H264)
     video_dicom(inp / "garbage.dcm", bytes(range(256)) * 20, HEVC)
+    transport, mp4 = clip_with_audio("mpegts"), clip_with_audio("mp4")  # with audio: the copy and the remux
+    video_dicom(inp / "ts_cut_in_half.dcm", transport[:len(transport) // 2], H264)
+    video_dicom(inp / "mp4_cut_in_half.dcm", mp4[:len(mp4) // 2], H264)
+    mpeg2 = clip_with_audio("mpegts", "mpeg2video", "mp2")
+    video_dicom(inp / "mpeg2_ts_cut.dcm", mpeg2[:len(mpeg2) // 3], MPEG2)
     run = run_converter(inp, "-o", tmp_path / "out", timeout=120)
     results, summaries, stray = parse_log(run)
     assert "Traceback" not in run.stderr and not stray and len(summaries) == 1, run.stdout + run.stderr

@@ -3254,7 +3254,9 @@ def _display_frames(container, video, plan: VideoPlan, decoded: DecodedVideo, ev
 def copy_into_mp4(stream, path: Path, plan: VideoPlan, positions: dict[int, int]) -> None:
     """The coded video (and the audio kept) into an MP4, packet for packet.
 
-    A transport stream or MP4 keeps its own timestamps.  A bare stream gets each packet's
+    A transport stream or MP4 keeps its own timestamps, moved together so that the first
+    stream starts at zero (a transport stream's clock starts anywhere, and a player would
+    show its first frame late by that much).  A bare stream gets each packet's
     display position as its presentation time and its decode number, less the decoder's
     reordering delay, as its decode time; HEVC is tagged hvc1, which Safari asks for."""
     import av
@@ -3269,6 +3271,8 @@ def copy_into_mp4(stream, path: Path, plan: VideoPlan, positions: dict[int, int]
             copied[video.index].codec_tag = "hvc1"
         tick = Fraction(1) / plan.rate
         delay = max((number - position for number, position in positions.items()), default=0)
+        starts = [s.start_time * s.time_base for s in (video, *audio) if s.start_time is not None]
+        start = min(starts) if starts and not plan.raw else 0
         number = 0
         for packet in source.demux(video, *audio):
             if not packet.size:
@@ -3277,6 +3281,10 @@ def copy_into_mp4(stream, path: Path, plan: VideoPlan, positions: dict[int, int]
                 packet.time_base = tick
                 packet.pts, packet.dts, packet.duration = positions.get(number, number), number - delay, 1
                 number += 1
+            elif start and packet.pts is not None:
+                moved = round(start / packet.time_base)
+                packet.pts -= moved
+                packet.dts = packet.dts - moved if packet.dts is not None else None
             packet.stream = copied[packet.stream.index]
             mp4.mux(packet)
 

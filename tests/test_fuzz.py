@@ -1084,3 +1084,40 @@ def test_videos_whose_streams_lie(tmp_path):
     if results["cut_in_half.dcm"][0] == "converted":  # what decodes of half a stream is copied, and plays
         with av.open(str(tmp_path / "out" / "cut_in_half.mp4")) as container:
             assert 0 < container.streams.video[0].frames < 24
+
+
+def test_waveforms_that_lie(tmp_path):
+    """Waveform objects made by test_waveforms' helpers, damaged: a channel count that lies,
+    sample data shorter than declared, an unknown bits allocated, a sampling frequency of zero,
+    an audio file whose data is cut; and the real ECG with its Waveform Data cut in half.
+    One plain line each naming the reason, no traceback, nothing left by a failure."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from test_waveforms import mulaw_audio_file, small_group_file
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    cases = {"channels_lie.dcm": {"NumberOfWaveformChannels": 3}, "short.dcm": {"NumberOfWaveformSamples": 150},
+             "bits_12.dcm": {"WaveformBitsAllocated": 12}, "rate_zero.dcm": {"SamplingFrequency": 0}}
+    for name, claims in cases.items():
+        small_group_file(tmp_path, **claims)
+        (tmp_path / "lying.dcm").rename(inp / name)
+    voice, _, _ = mulaw_audio_file(tmp_path)
+    voice.WaveformSequence[0].WaveformData = voice.WaveformSequence[0].WaveformData[:1000]
+    voice.save_as(inp / "voice_cut.dcm")
+    ecg = pydicom.dcmread(get_testdata_file("waveform_ecg.dcm", download=False))
+    ecg.WaveformSequence[0].WaveformData = ecg.WaveformSequence[0].WaveformData[:120_000]
+    ecg.save_as(inp / "ecg_cut.dcm")
+    run = run_converter(inp, "-o", tmp_path / "out", timeout=120)
+    results, summaries, stray = parse_log(run)
+    assert "Traceback" not in run.stderr and not stray and len(summaries) == 1, run.stdout + run.stderr
+    assert sorted(results) == sorted(p.name for p in inp.iterdir())
+    for name, (label, rest) in results.items():
+        assert label == "FAILED" and rest.strip() and not rest.startswith("unexpected"), (name, label, rest)
+        assert not outputs_of(tmp_path / "out", name[:-4]), name
+    assert "claims 3 channels but defines 2" in results["channels_lie.dcm"][1]
+    assert "fewer than its 150 samples" in results["short.dcm"][1]
+    assert "12 bits allocated" in results["bits_12.dcm"][1]
+    assert "sampling frequency of 0 Hz" in results["rate_zero.dcm"][1]
+    assert "fewer than its" in results["voice_cut.dcm"][1] and "fewer than its" in results["ecg_cut.dcm"][1]

@@ -1861,20 +1861,19 @@ def json_dataset(ds: Dataset) -> dict:
     """
     from pydicom.dataset import Dataset
 
-    light = Dataset()
-    notes = {}
-    for tag in ds.keys():
-        raw = ds.get_item(tag, keep_deferred=True)
-        size = _bulk_size(raw, _keyword_of(tag), getattr(ds, "filename", None))
-        if size is not None:
-            notes[f"{tag:08X}"] = {"vr": raw.VR or "UN", "BulkDataURI": f"not-included:{size}"}
-            continue
-        light[tag] = ds[tag]
-
     def bulk(element) -> str:
         return f"not-included:{len(element.value)} bytes"
 
-    try:
+    light = Dataset()
+    notes = {}
+    try:  # a damaged element (an unknown VR) is found when read, here or in the JSON writer
+        for tag in ds.keys():
+            raw = ds.get_item(tag, keep_deferred=True)
+            size = _bulk_size(raw, _keyword_of(tag), getattr(ds, "filename", None))
+            if size is not None:
+                notes[f"{tag:08X}"] = {"vr": raw.VR or "UN", "BulkDataURI": f"not-included:{size}"}
+                continue
+            light[tag] = ds[tag]
         data = light.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=bulk)
     except Exception as exc:
         raise CorruptFile(f"cannot express the dataset as DICOM JSON: {_first_line(exc)}") from None
@@ -3161,7 +3160,10 @@ def stored_samples(ds: Dataset, item: Dataset, index: int) -> np.ndarray:
 
 def _number(item: Dataset, keyword: str, default):
     value = item.get(keyword)
-    return default if value in (None, "") else float(value)
+    try:
+        return default if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        raise CorruptFile(f"its {keyword} {str(value)[:20]!r} is not a number") from None
 
 
 def g711_to_linear(codes: np.ndarray, interpretation: str) -> np.ndarray:

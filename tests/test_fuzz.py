@@ -1121,3 +1121,25 @@ def test_waveforms_that_lie(tmp_path):
     assert "12 bits allocated" in results["bits_12.dcm"][1]
     assert "sampling frequency of 0 Hz" in results["rate_zero.dcm"][1]
     assert "fewer than its" in results["voice_cut.dcm"][1] and "fewer than its" in results["ecg_cut.dcm"][1]
+
+
+@pytest.mark.parametrize("name", ["waveform_ecg.dcm", "test-SR.dcm", "reportsi.dcm"])
+def test_reports_and_waveforms_with_flipped_bytes_and_cuts(tmp_path, name):
+    """The real ECG and structured reports, each with random bytes flipped (12 mutants) or cut
+    short (4): one plain line each, no traceback, and a failed file leaves nothing."""
+    rng = random.Random(FIXED_SEED)
+    base = load_base(name)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for n in range(12):
+        (inp / f"flip_{n:02d}.dcm").write_bytes(byte_flips(rng, base))
+    for n in range(4):
+        (inp / f"cut_{n:02d}.dcm").write_bytes(base.raw[:rng.randrange(200, len(base.raw))])
+    run = run_converter(inp, "-o", tmp_path / "out", "--json", timeout=300)
+    assert "Traceback" not in run.stdout + run.stderr, run.stdout + run.stderr
+    results, summaries, stray = parse_log(run)
+    assert not stray and len(summaries) == 1 and sorted(results) == sorted(p.name for p in inp.iterdir())
+    for mutant, (label, rest) in results.items():
+        assert not rest.startswith("unexpected"), (mutant, rest)
+        if label == "FAILED":
+            assert rest.strip() and not outputs_of(tmp_path / "out", mutant[:-4]), (mutant, rest)

@@ -25,12 +25,15 @@ import dataclasses
 import functools
 import itertools
 import os
+import re
 import secrets
 import sys
 import warnings
 from fractions import Fraction
+from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # heavy imports are deferred so that --help answers at once
     import numpy as np
@@ -1923,14 +1926,18 @@ def index_record(ds: Dataset) -> dict:
         "frames": text("NumberOfFrames") or "1", "photometric": text("PhotometricInterpretation"),
         "orientation": numbers("ImageOrientationPatient"), "position": numbers("ImagePositionPatient"),
         "instance": text("InstanceNumber"), "sop_class": text("SOPClassUID"),
+        "instance_uid": text("SOPInstanceUID"),
         "frame_of_reference": text("FrameOfReferenceUID"),
         "referenced_series": _text_of(((ds.get("ReferencedSeriesSequence") or [{}])[0]).get("SeriesInstanceUID", "")),
     }
 
 
-def metadata_text(ds: Dataset, rendering: dict[str, str]) -> str:
-    """Summary, then File Meta, then the dataset."""
+def metadata_text(ds: Dataset, rendering: dict[str, str], report: str = "") -> str:
+    """Summary, then a structured report's text (the summary stays first: `outputs_are_current`
+    reads the head), then File Meta, then the dataset."""
     parts = ["# Summary", summary_text(ds, rendering)]
+    if report:
+        parts += ["# Report", report.rstrip("\n") + "\n"]
     meta = getattr(ds, "file_meta", None)
     if meta is not None and len(meta):
         parts += ["# File Meta Information", "\n".join(dump_dataset(meta)) + "\n"]
@@ -2350,12 +2357,16 @@ WHOLE_SLIDE_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 def object_kind(ds: Dataset) -> str:
     """What `ds` is: a ``document`` (an encapsulated PDF, CDA, STL, OBJ or MTL), a ``waveform``
-    (ECG, pressures, audio: PS3.3 C.10.9), ``metadata`` (no pixel data), ``segmentation`` (PS3.3 A.51, one frame or many), ``image`` (one frame),
+    (ECG, pressures, audio: PS3.3 C.10.9), a ``report`` (an SR document, C.17), ``metadata``
+    (no pixel data), ``segmentation`` (PS3.3 A.51, one frame or many), ``image`` (one frame),
     or what `multiframe_kind` says of several frames."""
     if str(ds.get("SOPClassUID", "")) in DOCUMENT_CLASSES:
         return "document"
     if "WaveformSequence" in ds and not has_pixel_data(ds):
         return "waveform"
+    if not has_pixel_data(ds) and (str(ds.get("SOPClassUID", "")).startswith(SR_CLASS_PREFIX) or (
+            ds.get("ValueType") == "CONTAINER" and "ContentSequence" in ds)):
+        return "report"
     if not has_pixel_data(ds):
         return "metadata"
     if transfer_syntax_of(ds) in VIDEO_SYNTAXES:
@@ -2988,6 +2999,1043 @@ def write_document(job: Conversion, kind: str) -> None:
         f.write(data)
     job.rendering["Display"] = f"{name} document, {len(data):,} bytes" + (f": {title}" if title else "")
     job.rendering["Output"] = f"{name} as {suffix}"
+
+
+# =============================================================================
+# Structured reports: the content tree as a page and an outline
+# =============================================================================
+
+# A conformant report is a few levels deep (TID 1500 measurement reports reach
+# about 8); a fuzzed file can nest without end, and each level is a Python frame.
+SR_MAX_DEPTH = 64
+
+KEY_OBJECT_SELECTION_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"  # PS3.3 A.35.4
+DOSE_REPORT_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR, A.35.8
+    "1.2.840.10008.5.1.4.1.1.88.76",  # Enhanced X-Ray Radiation Dose SR, A.35.24
+    "1.2.840.10008.5.1.4.1.1.88.73",  # Patient Radiation Dose SR, A.35.18
+})
+
+# PS3.15 E.3.4 Clean Structured Content: the value types whose values can name or
+# date a patient.  Codes, numbers, units, structure and SOP classes stay.
+WITHHELD_VALUE_TYPES = frozenset({"TEXT", "PNAME", "DATE", "TIME", "DATETIME", "UIDREF"})
+WITHHELD = "withheld (--redact)"
+
+# PS3.3 C.17.3.2.4 Relationship Type; CONTAINS is the tree itself and is not shown.
+# PS3.3 C.17.3.2 Table C.17-5: Concept Name Code Sequence is Type 1C, required for
+# these value types only (and the root); without one these show their value alone.
+CONCEPT_NAME_OPTIONAL = frozenset({"CONTAINER", "IMAGE", "COMPOSITE", "WAVEFORM", "SCOORD", "SCOORD3D", "TCOORD", ""})
+NO_CONCEPT_NAME = "(no concept name)"
+
+RELATIONSHIP_LABELS = {
+    "CONTAINS": "",
+    "HAS PROPERTIES": "Has properties",
+    "HAS OBS CONTEXT": "Has observation context",
+    "HAS ACQ CONTEXT": "Has acquisition context",
+    "HAS CONCEPT MOD": "Has concept modifier",
+    "INFERRED FROM": "Inferred from",
+    "SELECTED FROM": "Selected from",
+}
+
+# What link_of's URL is, by its ending: shown inline rather than only linked.
+PICTURE_SUFFIXES = (".png", ".gif", ".jpg", ".jpeg", ".webp")
+VIDEO_SUFFIXES = (".mp4",)
+
+KEY_OBJECT_DESCRIPTION = ("DCM", "113012")  # TID 2010
+
+# Headline values of a dose report: (title, irradiation event container, columns
+# of (label, NUM concept) read from within each event, accumulated totals).
+DOSE_HEADLINES = (
+    ("CT irradiation events", ("DCM", "113819"),  # TID 10013 CT Irradiation Event Data
+     (("CTDIvol", ("DCM", "113830")), ("DLP", ("DCM", "113838"))),
+     (("DCM", "113813"),)),  # TID 10012 CT Dose Length Product Total
+    ("Projection X-ray irradiation events", ("DCM", "113706"),  # TID 10003
+     (("Dose area product", ("DCM", "122130")), ("Dose (RP)", ("DCM", "113738"))),
+     (("DCM", "113722"), ("DCM", "113725"))),  # TID 10002 DAP Total, Dose (RP) Total
+)
+EVENT_PROTOCOL = ("DCM", "125203")  # Acquisition Protocol, TID 10013 / 10003
+EVENT_TARGET_REGION = ("DCM", "123014")
+
+
+@dataclasses.dataclass
+class Shown:
+    """One value as the page and the outline show it.
+
+    `kind` says how it is marked up: ``value`` (plain text), ``code`` (a
+    CodeMeaning, `detail` its designator:value), ``object`` (a referenced
+    instance, `detail` its UID, `href` this run's output of it), ``reference``
+    (a by-reference item, `href` its anchor), ``missing``, ``withheld``.
+    """
+
+    text: str
+    kind: str = "value"
+    detail: str = ""
+    href: str | None = None
+    title: str = ""  # a tooltip: a unit's meaning
+    picture: bool = False  # an IMAGE reference: its output is shown inline when it is a picture or video
+
+
+@dataclasses.dataclass
+class ContentItem:
+    """One content item of PS3.3 C.17.3, read into plain values."""
+
+    position: str  # "1.2.3": the path of ordinals that ReferencedContentItemIdentifier uses
+    relationship: str
+    value_type: str
+    concept: str
+    concept_code: tuple[str, str] | None
+    values: list[Shown]
+    children: list[ContentItem]
+    continuous: bool = False
+    observed: Shown | None = None
+    reference: str | None = None  # by-reference: the position of the item it points to
+
+
+@dataclasses.dataclass
+class Report:
+    """An SR document read: its header, its tree, and what the page shows above the tree."""
+
+    sop_class: str
+    title: str
+    header: list[tuple[str, list[Shown]]]
+    root: ContentItem
+    by_position: dict[str, ContentItem]
+    withheld: int
+    withhold: bool
+
+
+def structured_report(ds: Dataset, link_of: Callable[[str], str | None], withhold: bool) -> tuple[str, str]:
+    """(HTML page, plain text) of an SR document (PS3.3 C.17.3 SR Document Content).
+
+    `link_of` maps a referenced SOP Instance UID to a relative URL of this
+    run's output for it, or None.  With `withhold` (``--redact``, PS3.15 E.3.4)
+    the values of TEXT, PNAME, DATE, TIME, DATETIME and UIDREF items, the items'
+    observation date-times and the UIDs of referenced instances are never
+    output; the header shows `ds` as given.  Raises CorruptFile for a tree
+    that cannot be walked (nested beyond SR_MAX_DEPTH, a Content Sequence that
+    is not a sequence).
+    """
+    report = read_report(ds, link_of, withhold)
+    return report_html(report), report_text(report)
+
+
+def read_report(ds: Dataset, link_of: Callable[[str], str | None], withhold: bool) -> Report:
+    """The document's header (C.17.2 SR Document General) and content tree (C.17.3), read once."""
+    reading = _Reading(link_of, withhold)
+    root = reading.item(ds, "1", 0)
+    return Report(
+        sop_class=_text(_get(ds, "SOPClassUID")), title=root.concept, header=document_header(ds, reading),
+        root=root, by_position=reading.by_position, withheld=reading.withheld, withhold=withhold,
+    )
+
+
+# -----------------------------------------------------------------------------
+# Reading the tree
+# -----------------------------------------------------------------------------
+
+class _Reading:
+    """The state of one walk over a tree: the link lookup, the redaction switch, what was found."""
+
+    def __init__(self, link_of: Callable[[str], str | None], withhold: bool):
+        self.link_of = link_of
+        self.withhold = withhold
+        self.withheld = 0
+        self.by_position: dict[str, ContentItem] = {}
+
+    def item(self, ds: Dataset, position: str, depth: int) -> ContentItem:
+        """One content item and, depth first, its children (PS3.3 C.17.3.2)."""
+        if depth > SR_MAX_DEPTH:
+            raise CorruptFile(f"SR content nested deeper than {SR_MAX_DEPTH} levels")
+        children = [self.item(child, f"{position}.{number}", depth + 1)
+                    for number, child in enumerate(content_sequence(ds), 1)]
+        relationship = _text(_get(ds, "RelationshipType")).upper()
+        value_type = _text(_get(ds, "ValueType")).upper()
+        concept_item = _first(ds, "ConceptNameCodeSequence")
+        concept_code = _code_key(concept_item)
+        concept = _code_meaning(concept_item)
+        if not concept and (depth == 0 or value_type not in CONCEPT_NAME_OPTIONAL):
+            concept = NO_CONCEPT_NAME
+        reference = None
+        if not value_type and "ReferencedContentItemIdentifier" in ds:
+            reference = referenced_position(_get(ds, "ReferencedContentItemIdentifier"))
+            values = []
+        else:
+            values = self.values(ds, value_type, children)
+        item = ContentItem(
+            position=position, relationship=relationship, value_type=value_type,
+            concept=concept, concept_code=concept_code, values=values, children=children,
+            continuous=_text(_get(ds, "ContinuityOfContent")).upper() == "CONTINUOUS",
+            observed=self.observed(ds), reference=reference,
+        )
+        self.by_position[position] = item
+        return item
+
+    def values(self, ds: Dataset, value_type: str, children: list[ContentItem]) -> list[Shown]:
+        """The item's value, by its Value Type (PS3.3 C.17.3.2.1, Table C.17-5)."""
+        if self.withhold and value_type in WITHHELD_VALUE_TYPES:
+            self.withheld += 1
+            return [Shown(WITHHELD, "withheld")]
+        if value_type == "CONTAINER":
+            return []
+        if value_type == "TEXT":
+            return [_plain(_text(_get(ds, "TextValue"), strip=False).strip())]
+        if value_type == "CODE":
+            return [code_shown(_first(ds, "ConceptCodeSequence"))]
+        if value_type == "NUM":
+            return numeric_values(ds)
+        if value_type == "DATE":
+            return [_plain(date_text(_get(ds, "Date")))]
+        if value_type == "TIME":
+            return [_plain(time_text(_get(ds, "Time")))]
+        if value_type == "DATETIME":
+            return [_plain(datetime_text(_get(ds, "DateTime")))]
+        if value_type == "PNAME":
+            return [_plain(person_name_text(_get(ds, "PersonName")))]
+        if value_type == "UIDREF":
+            return [_plain(uid_text(_get(ds, "UID")))]
+        if value_type in ("IMAGE", "COMPOSITE", "WAVEFORM"):
+            return self.referenced_objects(ds, value_type)
+        if value_type == "SCOORD":
+            return self.spatial_coordinates(ds, children, 2)
+        if value_type == "SCOORD3D":
+            return self.spatial_coordinates(ds, children, 3)
+        if value_type == "TCOORD":
+            return self.temporal_coordinates(ds)
+        if not value_type:
+            return [Shown("(no value type)", "missing")]
+        return [Shown(value_type, "missing")]  # a type this program does not know: named as is
+
+    def observed(self, ds: Dataset) -> Shown | None:
+        """Observation DateTime (C.17.3.2.1), which dates the report like a DATETIME item does."""
+        if "ObservationDateTime" not in ds:
+            return None
+        if self.withhold:
+            self.withheld += 1
+            return Shown(WITHHELD, "withheld")
+        return Shown(datetime_text(_get(ds, "ObservationDateTime")))
+
+    def referenced_objects(self, ds: Dataset, value_type: str) -> list[Shown]:
+        """IMAGE, COMPOSITE, WAVEFORM (C.18.3-C.18.5): the instance, linked when this run converted it."""
+        referenced = _first(ds, "ReferencedSOPSequence")
+        if referenced is None:
+            return [Shown("(no referenced instance)", "missing")]
+        shown = [self.object_shown(referenced, value_type == "IMAGE")]
+        frames = _numbers_text(_get(referenced, "ReferencedFrameNumber"))
+        if frames:
+            shown.append(Shown(f"frames {frames}"))
+        segments = _numbers_text(_get(referenced, "ReferencedSegmentNumber"))
+        if segments:
+            shown.append(Shown(f"segments {segments}"))
+        channels = _numbers(_get(referenced, "ReferencedWaveformChannels"))
+        if channels:  # pairs of (multiplex group, channel), C.18.5.1.1
+            pairs = ", ".join(f"{_number_text(m)}/{_number_text(c)}" for m, c in zip(channels[::2], channels[1::2]))
+            shown.append(Shown(f"channels {pairs}"))
+        state = _first(referenced, "ReferencedSOPSequence")  # a presentation state, C.18.4
+        if state is not None:
+            shown.append(Shown("with"))
+            shown.append(self.object_shown(state, False))
+        return shown
+
+    def object_shown(self, referenced: Dataset, picture: bool) -> Shown:
+        """One referenced instance: its SOP class by name, linked to this run's output when known."""
+        sop_class = _text(_get(referenced, "ReferencedSOPClassUID"))
+        instance = _text(_get(referenced, "ReferencedSOPInstanceUID"))
+        href = _relative_url(self.link_of(instance)) if instance else None
+        return Shown(
+            sop_class_name(sop_class), "object", href=href,
+            detail="" if self.withhold else instance, picture=picture,
+        )
+
+    def spatial_coordinates(self, ds: Dataset, children: list[ContentItem], dimensions: int) -> list[Shown]:
+        """SCOORD (C.18.6) and SCOORD3D (C.18.9): graphic type, points, where they lie."""
+        graphic = _text(_get(ds, "GraphicType")).capitalize() or "(no graphic type)"
+        data = _numbers(_get(ds, "GraphicData"))
+        count = len(data) // dimensions
+        text = f"{graphic}, {count} point{'s' if count != 1 else ''}"
+        if 0 < count <= 4:  # a handful of coordinates reads; a contour's hundreds do not
+            points = [data[i:i + dimensions] for i in range(0, count * dimensions, dimensions)]
+            text += ": " + " ".join("(" + ", ".join(_number_text(v) for v in p) + ")" for p in points)
+        shown = [Shown(text)]
+        if dimensions == 3:
+            frame = _text(_get(ds, "ReferencedFrameOfReferenceUID"))
+            if frame and not self.withhold:
+                shown.append(Shown("in frame of reference", detail=frame))
+        # PS3.3 C.18.6: the image an SCOORD lies on is its SELECTED FROM child.
+        for child in children:
+            if child.relationship == "SELECTED FROM" and child.value_type == "IMAGE" and child.values:
+                shown += [Shown("on"), child.values[0]]
+                break
+        return shown
+
+    def temporal_coordinates(self, ds: Dataset) -> list[Shown]:
+        """TCOORD (C.18.7): the range type and how many samples, offsets or date-times it names."""
+        text = _text(_get(ds, "TemporalRangeType")).capitalize() or "(no temporal range type)"
+        samples = _numbers(_get(ds, "ReferencedSamplePositions"))
+        offsets = _numbers(_get(ds, "ReferencedTimeOffsets"))
+        moments = _get(ds, "ReferencedDateTime")
+        if samples:
+            text += f", sample positions {_numbers_text(samples)}"
+        elif offsets:
+            text += f", time offsets {_numbers_text(offsets)} s"
+        elif moments:
+            if self.withhold:
+                self.withheld += 1
+                return [Shown(text + ", date-times"), Shown(WITHHELD, "withheld")]
+            listed = moments if _is_multi(moments) else [moments]
+            text += ", " + ", ".join(datetime_text(m) for m in listed)
+        return [Shown(text)]
+
+
+def content_sequence(ds: Dataset) -> list[Dataset]:
+    """The items of a Content Sequence (0040,A730); CorruptFile if it is not a sequence of items."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    if "ContentSequence" not in ds:
+        return []
+    try:
+        value = ds["ContentSequence"].value
+    except Exception as exc:
+        raise CorruptFile(f"unreadable SR Content Sequence: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if value is None or value == "":
+        return []
+    if not isinstance(value, (Sequence, list)) or not all(isinstance(item, Dataset) for item in value):
+        raise CorruptFile("SR Content Sequence is not a sequence of items")
+    return list(value)
+
+
+def referenced_position(identifier) -> str | None:
+    """The position a by-reference item points to (C.17.3.2.5: ordinals from the root, 1-based)."""
+    numbers = _numbers(identifier)
+    return ".".join(str(int(n)) for n in numbers) if numbers else None
+
+
+def numeric_values(ds: Dataset) -> list[Shown]:
+    """NUM (C.18.1): the value with its unit, or why there is none (Numeric Value Qualifier)."""
+    measured = _first(ds, "MeasuredValueSequence")
+    qualifier = code_shown(_first(ds, "NumericValueQualifierCodeSequence"))
+    if measured is None:
+        return [qualifier if qualifier.kind == "code" else Shown("no value", "missing")]
+    number = _text(_get(measured, "NumericValue"))
+    if _is_multi(_get(measured, "NumericValue")):
+        number = ", ".join(_text(v) for v in _get(measured, "NumericValue"))
+    if not number and "FloatingPointValue" in measured:
+        number = _number_text(_get(measured, "FloatingPointValue"))
+    shown = [Shown(f"{number} {unit_text(_first(measured, 'MeasurementUnitsCodeSequence'))}".strip(),
+                   title=_code_title(_first(measured, "MeasurementUnitsCodeSequence")))]
+    if not number:
+        shown = [Shown("no value", "missing")]
+    if qualifier.kind == "code":
+        shown.append(qualifier)
+    return shown
+
+
+def unit_text(unit: Dataset | None) -> str:
+    """A unit as it is written: its UCUM code (``mm``, ``mGy.cm``), as dsr2html shows it.
+
+    UCUM's unity ``1`` and its annotations (``{ratio}``) are no symbol a reader
+    knows: those show their Code Meaning instead.
+    """
+    if unit is None:
+        return ""
+    value = _text(_get(unit, "CodeValue"))
+    meaning = _text(_get(unit, "CodeMeaning"))
+    if value == "1" or value.startswith("{") or not value:
+        return meaning or value
+    return value
+
+
+def code_shown(code: Dataset | None) -> Shown:
+    """A coded entry (PS3.3 8.8 Code Sequence Macro): its meaning, its designator:value beside it."""
+    if code is None:
+        return Shown("(no code)", "missing")
+    key = _code_key(code)
+    detail = f"{key[0]}:{key[1]}" if key else ""
+    return Shown(_code_meaning(code) or detail or "(no code meaning)", "code", detail=detail)
+
+
+def sop_class_name(uid: str) -> str:
+    """A SOP class by its registered name; an unknown one as its UID."""
+    from pydicom.uid import UID
+
+    if not uid:
+        return "(no SOP class)"
+    name = UID(uid).name
+    return name if name and name != uid else f"SOP class {uid}"
+
+
+# -----------------------------------------------------------------------------
+# Values as people read them
+# -----------------------------------------------------------------------------
+
+def date_text(value) -> str:
+    """DA (PS3.5 6.2) YYYYMMDD as YYYY-MM-DD; anything else as stored."""
+    text = _text(value)
+    match = re.fullmatch(r"(\d{4})\.?(\d{2})\.?(\d{2})", text)  # the dots: ACR-NEMA dates
+    return "-".join(match.groups()) if match else text
+
+
+def time_text(value) -> str:
+    """TM (PS3.5 6.2) HHMMSS.FFFFFF as HH:MM:SS.FFFFFF (minutes and seconds are optional)."""
+    text = _text(value)
+    match = re.fullmatch(r"(\d{2}):?(\d{2})?:?(\d{2})?(\.\d+)?", text)
+    if not match:
+        return text
+    hours, minutes, seconds, fraction = match.groups()
+    return ":".join(p for p in (hours, minutes, seconds) if p) + (fraction or "")
+
+
+def datetime_text(value) -> str:
+    """DT (PS3.5 6.2) YYYYMMDDHHMMSS.FFFFFF&ZZXX as ``YYYY-MM-DD HH:MM:SS.FFFFFF +ZZ:XX``."""
+    text = _text(value)
+    match = re.fullmatch(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d+)?([+-]\d{4})?", text)
+    if not match:
+        return text
+    year, month, day, hours, minutes, seconds, fraction, offset = match.groups()
+    shown = "-".join(p for p in (year, month, day) if p)
+    if hours:
+        shown += " " + ":".join(p for p in (hours, minutes, seconds) if p) + (fraction or "")
+    if offset:
+        shown += f" {offset[:3]}:{offset[3:]}"
+    return shown
+
+
+def person_name_text(value) -> str:
+    """PN (PS3.5 6.2.1) as a name is written: "Given Middle Family, Suffix" with its prefix."""
+    from pydicom.valuerep import PersonName
+
+    if value is None or value == "":
+        return ""
+    if _is_multi(value):
+        return "; ".join(person_name_text(v) for v in value)
+    name = value if isinstance(value, PersonName) else PersonName(str(value))
+    try:
+        parts = [name.name_prefix, name.given_name, name.middle_name, name.family_name]
+        shown = " ".join(_text(p) for p in parts if _text(p))
+        if _text(name.name_suffix):
+            shown += f", {_text(name.name_suffix)}"
+    except Exception:  # a value pydicom cannot split: as stored
+        shown = ""
+    return shown or _text(str(name)).replace("^", " ").strip()
+
+
+def uid_text(value) -> str:
+    """A UID with its registered name when it has one (a SOP class, a transfer syntax)."""
+    from pydicom.uid import UID
+
+    uid = _text(value)
+    name = UID(uid).name if uid else ""
+    return f"{uid} ({name})" if uid and name and name != uid else uid
+
+
+def sex_text(value) -> str:
+    """Patient's Sex (PS3.3 C.7.1.1) in words."""
+    code = _text(value).upper()
+    return {"M": "male", "F": "female", "O": "other"}.get(code, code)
+
+
+# -----------------------------------------------------------------------------
+# The header (PS3.3 C.17.2 SR Document General, C.7.1.1 Patient, C.7.2.1 General Study)
+# -----------------------------------------------------------------------------
+
+def document_header(ds: Dataset, reading: _Reading) -> list[tuple[str, list[Shown]]]:
+    """The facts above the tree, as dsr2html lists them; empty ones left out, but for the patient."""
+    def text(keyword: str, format_value=_text) -> str:
+        return format_value(_get(ds, keyword))
+
+    def row(label: str, *parts: str, separator: str = ", ") -> tuple[str, list[Shown]]:
+        shown = separator.join(p for p in parts if p)
+        return label, [Shown(shown)] if shown else []
+
+    series_number, study_id, model = text("SeriesNumber"), text("StudyID"), text("ManufacturerModelName")
+    rows = [
+        ("Document", [Shown(sop_class_name(text("SOPClassUID")))]),
+        ("Patient", [_plain(text("PatientName", person_name_text))] if text("PatientName", person_name_text)
+         else [Shown("(no name)", "missing")]),
+        row("Patient ID", text("PatientID")),
+        row("Birth date", text("PatientBirthDate", date_text)),
+        row("Sex", text("PatientSex", sex_text)),
+        row("Referring physician", text("ReferringPhysicianName", person_name_text)),
+        row("Study", text("StudyDescription"), f"(#{study_id})" if study_id else "", separator=" "),
+        row("Study date", text("StudyDate", date_text), text("StudyTime", time_text), separator=" "),
+        row("Accession number", text("AccessionNumber")),
+        row("Series", text("SeriesDescription"), f"(#{series_number})" if series_number else "", separator=" "),
+        row("Protocol", text("ProtocolName")),
+        row("Manufacturer", text("Manufacturer"), f"({model})" if model else "", separator=" "),
+        row("Completion", text("CompletionFlag"), text("CompletionFlagDescription"), separator=" — "),
+        row("Verification", text("VerificationFlag")),
+    ]
+    for observer in _items(ds, "VerifyingObserverSequence"):  # C.17.2.1: name, organisation, when
+        rows.append(row("Verifying observer", person_name_text(_get(observer, "VerifyingObserverName")),
+                        _text(_get(observer, "VerifyingOrganization")),
+                        datetime_text(_get(observer, "VerificationDateTime"))))
+    rows.append(row("Content date/time", text("ContentDate", date_text), text("ContentTime", time_text), separator=" "))
+    for study in _items(ds, "PredecessorDocumentsSequence"):  # C.17.2.3 Hierarchical SOP Instance Reference
+        for series in _items(study, "ReferencedSeriesSequence"):
+            for instance in _items(series, "ReferencedSOPSequence"):
+                rows.append(("Predecessor document", [reading.object_shown(instance, False)]))
+    return [(label, shown) for label, shown in rows if shown]
+
+
+# -----------------------------------------------------------------------------
+# What the page shows above the tree: key objects, dose headlines
+# -----------------------------------------------------------------------------
+
+def walk(item: ContentItem) -> Iterator[ContentItem]:
+    """`item` and every item below it, depth first, in document order."""
+    yield item
+    for child in item.children:
+        yield from walk(child)
+
+
+def key_objects(report: Report) -> list[ContentItem]:
+    """The instances a Key Object Selection document selects (PS3.3 A.35.4, TID 2010)."""
+    if report.sop_class != KEY_OBJECT_SELECTION_CLASS:
+        return []
+    return [item for item in walk(report.root) if item.value_type in ("IMAGE", "COMPOSITE", "WAVEFORM")]
+
+
+def key_object_description(report: Report) -> list[Shown]:
+    """TID 2010's Key Object Description (DCM 113012), the reason the images were chosen."""
+    for item in walk(report.root):
+        if item.concept_code == KEY_OBJECT_DESCRIPTION and item.value_type == "TEXT":
+            return item.values
+    return []
+
+
+@dataclasses.dataclass
+class DoseTable:
+    """Headline values of one kind of irradiation event in a dose report."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[list[Shown]]]]  # (anchor position, one cell per column)
+    totals: list[tuple[str, list[Shown]]]  # (concept name, value)
+
+
+def dose_tables(report: Report) -> list[DoseTable]:
+    """Per irradiation event: protocol, target region and the dose values its template records.
+
+    TID 10013 CT Irradiation Event Data gives Mean CTDIvol (DCM 113830) and DLP
+    (113838); TID 10012 the CT Dose Length Product Total (113813); TID 10003 and
+    10002 the projection X-ray equivalents.  Only the values the report holds
+    are shown; the whole tree follows below.
+    """
+    if report.sop_class not in DOSE_REPORT_CLASSES:
+        return []
+    tables = []
+    for title, event_code, columns, total_codes in DOSE_HEADLINES:
+        rows = []
+        for event in walk(report.root):
+            if event.value_type != "CONTAINER" or event.concept_code != event_code:
+                continue
+            cells = [_value_of(event, EVENT_PROTOCOL), _value_of(event, EVENT_TARGET_REGION)]
+            cells += [_value_of(event, code) for _, code in columns]
+            rows.append((event.position, cells))
+        totals = [(item.concept, item.values) for item in walk(report.root)
+                  if item.value_type == "NUM" and item.concept_code in total_codes]
+        if rows or totals:
+            tables.append(DoseTable(title, ["Protocol", "Target region", *(label for label, _ in columns)],
+                                    rows, totals))
+    return tables
+
+
+def _value_of(event: ContentItem, code: tuple[str, str]) -> list[Shown]:
+    for item in walk(event):
+        if item.concept_code == code and item.values:
+            return item.values
+    return []
+
+
+# -----------------------------------------------------------------------------
+# The HTML page
+# -----------------------------------------------------------------------------
+
+REPORT_STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:1em auto;max-width:60em;padding:0 1em;color:#222;background:#fafafa;overflow-wrap:anywhere}
+h1{font-size:1.45em}h2{font-size:1.25em;border-bottom:1px solid #ccc}h3{font-size:1.1em}h4,h5,h6{font-size:1em}
+table{border-collapse:collapse;margin:.5em 0}th,td{text-align:left;vertical-align:top;padding:.15em .6em .15em 0}
+table.dose th,table.dose td{border:1px solid #ccc;padding:.2em .5em}
+ul.items{list-style:none;padding-left:1.2em;margin:.2em 0}li{margin:.15em 0}
+.rel{font-size:.85em;color:#666;font-style:italic}.concept{font-weight:600}
+.coded,.uid,.observed{font-size:.8em;color:#777}.value{white-space:pre-line}
+.missing,.withheld{color:#888;font-style:italic}
+.notice{background:#fff3cd;border:1px solid #e0c060;padding:.5em}
+p.prose span[id]{border-bottom:1px dotted #aaa}
+img.thumb{max-width:160px;max-height:160px;display:block;margin:.2em 0}
+section.keys{display:flex;flex-wrap:wrap;gap:12px}
+figure{margin:0;background:#fff;border:1px solid #ddd;padding:8px;max-width:272px}
+figure img,figure video{max-width:256px;max-height:256px;display:block;background:#000}
+figcaption{font-size:13px}:target{background:#ffef9f}
+"""
+
+
+def report_html(report: Report) -> str:
+    """The page: header, then the key objects or dose headlines, then the tree (dsr2html's order)."""
+    title = escape(report.title)
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             f"<title>{title}</title>",
+             '<link rel="icon" href="data:,">',  # no favicon request: the page needs no server
+             f"<style>{REPORT_STYLE}</style></head><body>"]
+    if report.withhold:
+        parts.append(f'<p class="notice">{escape(withheld_notice(report))}</p>')
+    parts.append(f'<h1 id="item-1">{title}</h1>')
+    parts.append('<table class="header">')
+    parts += [f"<tr><th>{escape(label)}</th><td>{_html_values(values)}</td></tr>" for label, values in report.header]
+    parts.append("</table>")
+    parts += _html_key_objects(report)
+    for table in dose_tables(report):
+        parts += _html_dose_table(table)
+    parts.append("<hr>")
+    root = report.root
+    notes = [_html_observed(root)] if root.observed else []
+    parts += [n for n in notes if n]
+    parts += _html_children(root, 1, report)
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def withheld_notice(report: Report) -> str:
+    """The sentence at the top of a redacted report: how much was withheld, and why."""
+    count = report.withheld
+    return (f"--redact: {count} content item value{'s' if count != 1 else ''} withheld "
+            "(text, person names, dates, times and UIDs can identify the patient; "
+            "DICOM PS3.15 E.3.4 Clean Structured Content). Codes, numbers, units and "
+            "the document's structure are shown as recorded.")
+
+
+def _html_children(item: ContentItem, depth: int, report: Report) -> list[str]:
+    """The children of a container: headings for containers, list items for the rest.
+
+    A CONTINUOUS container (C.18.8.1.1) is running text: its children read
+    as one paragraph, each with its own anchor, their own children after it.
+    """
+    parts: list[str] = []
+    run: list[ContentItem] = []
+
+    def flush():
+        if not run:
+            return
+        if item.continuous:
+            parts.append('<p class="prose">' + " ".join(_html_prose(child) for child in run) + "</p>")
+            with_notes = [child for child in run if child.children or child.relationship not in ("", "CONTAINS")]
+            if with_notes:
+                # the anchor is the phrase's; the note repeats the item without one
+                parts.append('<ul class="items">' + "".join(_html_item(child, depth, report, anchored=False)
+                                                            for child in with_notes) + "</ul>")
+        else:
+            parts.append('<ul class="items">' + "".join(_html_item(child, depth, report) for child in run) + "</ul>")
+        run.clear()
+
+    for child in item.children:
+        if child.value_type == "CONTAINER":
+            flush()
+            parts += _html_container(child, depth + 1, report)
+        else:
+            run.append(child)
+    flush()
+    return parts
+
+
+def _html_container(item: ContentItem, depth: int, report: Report) -> list[str]:
+    """A CONTAINER (C.18.8) as a section; nameless ones (allowed below the root) get no heading."""
+    level = min(depth, 6)
+    parts = [f'<section id="item-{escape(item.position)}">']
+    relationship = _relationship_label(item.relationship)
+    if item.concept:
+        rel = f'<span class="rel">{escape(relationship)}</span> ' if relationship else ""
+        parts.append(f"<h{level}>{rel}{escape(item.concept)}</h{level}>")
+    elif relationship:
+        parts.append(f'<p class="rel">{escape(relationship)}</p>')
+    observed = _html_observed(item)
+    if observed:
+        parts.append(observed)
+    parts += _html_children(item, depth, report)
+    parts.append("</section>")
+    return parts
+
+
+def _html_item(item: ContentItem, depth: int, report: Report, anchored: bool = True) -> str:
+    """One item: "relationship concept: value", its children nested below."""
+    if item.value_type == "CONTAINER":
+        return "<li>" + "\n".join(_html_container(item, depth + 1, report)) + "</li>"
+    relationship = _relationship_label(item.relationship)
+    parts = [f'<li id="item-{escape(item.position)}">' if anchored else "<li>"]
+    if relationship:
+        parts.append(f'<span class="rel">{escape(relationship)}</span> ')
+    if item.reference is not None:
+        parts.append(_html_reference(item, report))
+    else:
+        concept = f'<span class="concept">{escape(item.concept)}</span>: ' if item.concept else ""
+        parts.append(concept + _html_values(item.values))
+        parts.append(_html_pictures(item.values, "thumb"))
+    observed = _html_observed(item)
+    if observed:
+        parts.append(" " + observed)
+    if item.children:
+        parts.append('<ul class="items">' + "".join(_html_item(child, depth, report) for child in item.children) + "</ul>")
+    parts.append("</li>")
+    return "".join(parts)
+
+
+def _html_prose(item: ContentItem) -> str:
+    """A child of a continuous container as a phrase of its paragraph, its concept name as a tooltip."""
+    return f'<span id="item-{escape(item.position)}" title="{escape(item.concept)}">{_html_values(item.values)}</span>'
+
+
+def _html_reference(item: ContentItem, report: Report) -> str:
+    """A by-reference item (C.17.3.2.5): a link to the item it names, never that item again.
+
+    Following the reference would loop on a tree that refers to its own
+    ancestors; the anchor link is the whole rendering.
+    """
+    target = report.by_position.get(item.reference or "")
+    if target is None:
+        return f'<span class="missing">reference to item {escape(item.reference or "(none)")}, not in the document</span>'
+    return (f'<a class="ref" href="#item-{escape(target.position)}">item {escape(target.position)}'
+            f"</a>{f' ({escape(target.concept)})' if target.concept else ''}")
+
+
+def _html_observed(item: ContentItem) -> str:
+    if item.observed is None:
+        return ""
+    return f'<span class="observed">(observed {_html_values([item.observed])})</span>'
+
+
+def _html_values(values: list[Shown]) -> str:
+    return " ".join(_html_shown(shown) for shown in values)
+
+
+def _html_shown(shown: Shown) -> str:
+    """One value, escaped; codes with their designator:value, instances with their UID."""
+    text = escape(shown.text)
+    if shown.kind == "code":
+        coded = f' <small class="coded">({escape(shown.detail)})</small>' if shown.detail and shown.detail != shown.text else ""
+        return f'<span class="code" title="{escape(shown.detail)}">{text}</span>{coded}'
+    if shown.kind == "object":
+        label = f'<a href="{escape(shown.href)}">{text}</a>' if shown.href else text
+        uid = f' <small class="uid">{escape(shown.detail)}</small>' if shown.detail else ""
+        return label + uid
+    if shown.kind in ("missing", "withheld"):
+        return f'<span class="{shown.kind}">{text}</span>'
+    tip = f' title="{escape(shown.title)}"' if shown.title else ""
+    detail = f' <small class="uid">{escape(shown.detail)}</small>' if shown.detail else ""
+    return f'<span class="value"{tip}>{text}</span>{detail}'
+
+
+def _html_pictures(values: list[Shown], css: str) -> str:
+    """Thumbnails of the referenced images this run converted to a picture or a video."""
+    parts = []
+    for shown in values:
+        if shown.kind != "object" or not shown.href or not shown.picture:
+            continue
+        media = _media_of(shown.href)
+        if media == "img":
+            parts.append(f'<a href="{escape(shown.href)}"><img class="{css}" loading="lazy" '
+                         f'src="{escape(shown.href)}" alt="{escape(shown.text)}"></a>')
+        elif media == "video":
+            parts.append(f'<video class="{css}" controls muted preload="metadata" src="{escape(shown.href)}"></video>')
+    return "".join(parts)
+
+
+def _html_key_objects(report: Report) -> list[str]:
+    """A Key Object Selection's title, description and selected instances, pictures first."""
+    keys = key_objects(report)
+    if report.sop_class != KEY_OBJECT_SELECTION_CLASS:
+        return []
+    title = code_shown_of(report.root)
+    parts = ["<h2>Key objects</h2>", f"<p><b>Selection:</b> {_html_values([title])}</p>"]
+    description = key_object_description(report)
+    if description:
+        parts.append(f"<p><b>Description:</b> {_html_values(description)}</p>")
+    parts.append('<section class="keys">')
+    for item in keys:
+        objects = [shown for shown in item.values if shown.kind == "object"]
+        figure = objects[0] if objects else None
+        media = ""
+        if figure is not None and figure.href:
+            kind = _media_of(figure.href)
+            if kind == "img":
+                media = f'<a href="{escape(figure.href)}"><img loading="lazy" src="{escape(figure.href)}" alt="{escape(figure.text)}"></a>'
+            elif kind == "video":
+                media = f'<video controls muted loop preload="metadata" src="{escape(figure.href)}"></video>'
+        parts.append(f'<figure>{media}<figcaption><a href="#item-{escape(item.position)}">{escape(item.position)}</a> '
+                     f"{_html_values(item.values)}</figcaption></figure>")
+    parts.append("</section>")
+    return parts
+
+
+def _html_dose_table(table: DoseTable) -> list[str]:
+    parts = [f"<h2>{escape(table.title)}</h2>"]
+    if table.rows:
+        parts.append('<table class="dose"><tr><th>Event</th>' + "".join(f"<th>{escape(c)}</th>" for c in table.columns) + "</tr>")
+        for number, (position, cells) in enumerate(table.rows, 1):
+            row = "".join(f"<td>{_html_values(cell)}</td>" for cell in cells)
+            parts.append(f'<tr><td><a href="#item-{escape(position)}">{number}</a></td>{row}</tr>')
+        parts.append("</table>")
+    for concept, values in table.totals:
+        parts.append(f'<p><span class="concept">{escape(concept)}</span>: {_html_values(values)}</p>')
+    return parts
+
+
+def code_shown_of(item: ContentItem) -> Shown:
+    """An item's concept name as a code (a KOS title, CID 7010)."""
+    key = item.concept_code
+    return Shown(item.concept, "code", detail=f"{key[0]}:{key[1]}" if key else "")
+
+
+# -----------------------------------------------------------------------------
+# The plain text
+# -----------------------------------------------------------------------------
+
+def report_text(report: Report) -> str:
+    """The same content as the page, as an indented outline of "Concept: value" lines."""
+    lines = []
+    if report.withhold:
+        lines += [withheld_notice(report), ""]
+    lines += [report.title, "=" * max(len(report.title), 3)]
+    width = max((len(label) for label, _ in report.header), default=0)
+    lines += [f"{label + ':':<{width + 1}} {_text_values(values)}" for label, values in report.header]
+    if report.sop_class == KEY_OBJECT_SELECTION_CLASS:
+        lines += ["", "Key objects", "-----------", f"Selection: {_text_values([code_shown_of(report.root)])}"]
+        description = key_object_description(report)
+        if description:
+            lines.append(f"Description: {_text_values(description)}")
+        lines += [f"  [{item.position}] {_text_values(item.values)}" for item in key_objects(report)]
+    for table in dose_tables(report):
+        lines += ["", table.title, "-" * len(table.title)]
+        lines += _text_dose_table(table)
+    lines.append("")
+    if report.root.observed:
+        lines.append(f"(observed {_text_values([report.root.observed])})")
+    lines += _text_children(report.root, 1, report)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _text_children(item: ContentItem, indent: int, report: Report) -> list[str]:
+    lines: list[str] = []
+    pad = "  " * indent
+    if item.continuous:
+        phrases = [_text_values(child.values) for child in item.children if child.value_type != "CONTAINER"]
+        if phrases:
+            lines.append(pad + _indented(" ".join(phrases), pad))
+    for child in item.children:
+        if child.value_type == "CONTAINER":
+            lines += _text_container(child, indent, report)
+        elif not item.continuous or child.children or child.relationship not in ("", "CONTAINS"):
+            lines += _text_item(child, indent, report)
+    return lines
+
+
+def _text_container(item: ContentItem, indent: int, report: Report) -> list[str]:
+    pad = "  " * indent
+    relationship = _relationship_label(item.relationship)
+    heading = " ".join(p for p in (f"[{relationship}]" if relationship else "", item.concept) if p)
+    lines = [""]
+    if heading:
+        lines += [f"{pad}{heading}", f"{pad}{'-' * len(heading)}"]
+    if item.observed:
+        lines.append(f"{pad}(observed {_text_values([item.observed])})")
+    return lines + _text_children(item, indent + 1, report)
+
+
+def _text_item(item: ContentItem, indent: int, report: Report) -> list[str]:
+    pad = "  " * indent
+    if item.value_type == "CONTAINER":
+        return _text_container(item, indent, report)
+    relationship = _relationship_label(item.relationship)
+    prefix = f"[{relationship}] " if relationship else ""
+    if item.reference is not None:
+        target = report.by_position.get(item.reference)
+        body = (f"-> item {target.position}" + f" ({target.concept})" * bool(target.concept) if target
+                else f"reference to item {item.reference}, not in the document")
+    else:
+        body = f"{item.concept}: " * bool(item.concept) + _text_values(item.values)
+    observed = f" (observed {_text_values([item.observed])})" if item.observed else ""
+    lines = [pad + _indented(f"{prefix}{body}{observed}", pad + "    ")]
+    for child in item.children:
+        lines += _text_item(child, indent + 1, report)
+    return lines
+
+
+def _text_dose_table(table: DoseTable) -> list[str]:
+    header = ["Event", *table.columns]
+    rows = [[str(n), *(_text_values(cell) for cell in cells)] for n, (_, cells) in enumerate(table.rows, 1)]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]] if rows else []
+    lines += [f"{concept}: {_text_values(values)}" for concept, values in table.totals]
+    return lines
+
+
+def _text_values(values: list[Shown]) -> str:
+    return " ".join(_text_shown(shown) for shown in values)
+
+
+def _text_shown(shown: Shown) -> str:
+    if shown.kind == "code" and shown.detail and shown.detail != shown.text:
+        return f"{shown.text} ({shown.detail})"
+    if shown.kind == "object":
+        return " ".join(p for p in (shown.text, shown.detail, f"<{shown.href}>" if shown.href else "") if p)
+    if shown.detail:
+        return f"{shown.text} {shown.detail}"
+    return shown.text
+
+
+def _indented(text: str, pad: str) -> str:
+    """Continuation lines of a multi-line value, indented under their item."""
+    return "\n".join(line.rstrip() for line in text.replace("\n", "\n" + pad).split("\n"))
+
+
+# -----------------------------------------------------------------------------
+# Reading values safely: a damaged element shows as missing, never aborts the report
+# -----------------------------------------------------------------------------
+
+def _get(ds: Dataset, keyword: str):
+    try:
+        return ds.get(keyword)
+    except Exception:
+        return None
+
+
+def _items(ds: Dataset, keyword: str) -> list[Dataset]:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    value = _get(ds, keyword)
+    if not isinstance(value, (Sequence, list)):
+        return []
+    return [item for item in value if isinstance(item, Dataset)]
+
+
+def _first(ds: Dataset, keyword: str) -> Dataset | None:
+    items = _items(ds, keyword)
+    return items[0] if items else None
+
+
+def _text(value, strip: bool = True) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("latin-1")
+    if _is_multi(value):  # a single-valued attribute stored with a backslash: every value, as DICOM writes them
+        value = "\\".join(str(v) for v in value)
+    text = str(value).replace("\x00", "")
+    # PS3.5 6.2: UT and ST lines end in CR LF; lone CRs occur too (test-SR.dcm has all three).
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.strip() if strip else text
+
+
+def _plain(text: str) -> Shown:
+    return Shown(text) if text else Shown("(no value)", "missing")
+
+
+def _code_key(code: Dataset | None) -> tuple[str, str] | None:
+    """(designator, value) of a code; Long Code Value and URN Code Value stand in for Code Value (8.8)."""
+    if code is None:
+        return None
+    value = _text(_get(code, "CodeValue")) or _text(_get(code, "LongCodeValue")) or _text(_get(code, "URNCodeValue"))
+    designator = _text(_get(code, "CodingSchemeDesignator"))
+    return (designator, value) if value or designator else None
+
+
+def _code_meaning(code: Dataset | None) -> str:
+    return _text(_get(code, "CodeMeaning")) if code is not None else ""
+
+
+def _code_title(code: Dataset | None) -> str:
+    key = _code_key(code)
+    meaning = _code_meaning(code)
+    return f"{meaning} ({key[0]}:{key[1]})" if key else meaning
+
+
+def _relationship_label(relationship: str) -> str:
+    if relationship in RELATIONSHIP_LABELS:
+        return RELATIONSHIP_LABELS[relationship]
+    return relationship.capitalize()  # an unknown type, shown as recorded
+
+
+def _numbers(value) -> list[float]:
+    if value is None or value == "":
+        return []
+    listed = value if _is_multi(value) else [value]
+    numbers = []
+    for v in listed:
+        try:
+            numbers.append(float(v))
+        except (TypeError, ValueError):
+            continue
+    return numbers
+
+
+def _number_text(value) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return _text(value)
+    return f"{number:g}"
+
+
+def _numbers_text(value) -> str:
+    return ", ".join(_number_text(v) for v in _numbers(value))
+
+
+def _relative_url(url: str | None) -> str | None:
+    """link_of's answer when it is a relative URL; anything with a scheme (``javascript:``) is dropped."""
+    if not url:
+        return None
+    return None if urlsplit(url).scheme or url.startswith("//") else url
+
+
+def _media_of(url: str) -> str | None:
+    path = urlsplit(url).path.lower()
+    if path.endswith(PICTURE_SUFFIXES):
+        return "img"
+    if path.endswith(VIDEO_SUFFIXES):
+        return "video"
+    return None
+
+
+SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."  # PS3.4 B.5: every SR Storage class (Basic Text, Enhanced, …)
+
+
+def write_report(job: Conversion, kind: str) -> None:
+    """A structured report: ``STEM.html`` (a page a phone shows) and its text in the ``.txt``
+    after the summary.  Its references link to this run's outputs of them (`job.links`, given
+    on a second pass once the images are done).  Under --redact the page is made from the
+    de-identified dataset, with Clean Structured Content's withholding (PS3.15 E.3.4)."""
+    from urllib.parse import quote
+
+    from pydicom.uid import UID
+
+    shown = as_shown(job.ds, job.options)
+    page_path = job.output(".html")  # staged in the folder the page ends up in
+    links = dict(job.links)
+    linked = set()
+
+    def link_of(uid: str) -> str | None:
+        target = links.get(uid)
+        if target is None:
+            return None
+        linked.add(uid)
+        return quote(Path(os.path.relpath(target, page_path.parent)).as_posix())
+
+    page, job.report = structured_report(shown, link_of, withhold=bool(job.options.redact_salt))
+    write_text(page, page_path)
+    sop_class = str(job.ds.get("SOPClassUID", ""))
+    title = _code_meaning(_first(job.ds, "ConceptNameCodeSequence"))
+    job.rendering["Display"] = (f"{UID(sop_class).name if sop_class else 'structured report'}"
+                                + (f": {title}" if title else "")
+                                + (f", {len(linked)} reference(s) linked to this run's outputs" if linked else ""))
+    job.rendering["Output"] = "HTML page, and the report's text in the .txt"
+
+
+def report_excerpt(text: str, lines: int = 3, length: int = 240) -> str:
+    """The first lines of a report's content (after its header block), for the index page."""
+    body = text.split("\n\n", 1)[1] if "\n\n" in text else ""
+    excerpt = " · ".join(line.strip() for line in body.splitlines() if line.strip())
+    shown = " · ".join(excerpt.split(" · ")[:lines])
+    return shown if len(shown) <= length else shown[:length - 1] + "…"
 
 
 # =============================================================================
@@ -4037,12 +5085,14 @@ class Result:
         return [path for path in self.outputs if path.parent == folder]
 
 
-def convert_file(source: Path, stem: Path, options: Options, images: tuple[Path, ...] = ()) -> Result:
+def convert_file(source: Path, stem: Path, options: Options, images: tuple[Path, ...] = (),
+                 links: tuple[tuple[str, Path], ...] = ()) -> Result:
     """Convert one DICOM file (see `_caught` for how failures become results); a segmentation
     or an RT Dose is drawn over `images` (the series it segments, the CT of its frame of
-    reference), when they are given."""
+    reference), and a structured report links its references to `links` (SOP Instance UID,
+    this run's output of it), when they are given."""
     def work() -> Result:
-        outputs, message, record = _convert(source, stem, options, images)
+        outputs, message, record = _convert(source, stem, options, images, links)
         status = "metadata" if record.get("Display", "").startswith("metadata only") else "converted"
         return Result(source, status, outputs, message, record)
 
@@ -4099,7 +5149,8 @@ def _with_warnings(message: str, caught: list, redact: bool = False) -> str:
     return f"{message}; {warning}" if message else warning
 
 
-def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...] = ()) -> tuple[list[Path], str, dict]:
+def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...] = (),
+             links: tuple[tuple[str, Path], ...] = ()) -> tuple[list[Path], str, dict]:
     ds = read_dataset(source)
     rendering: dict[str, str] = {}
     if options.redact_salt:
@@ -4113,19 +5164,20 @@ def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...
         check_image_attributes(ds)
     kind = object_kind(ds)
     with staged_outputs(stem) as (output, finals):
+        job = Conversion(source, ds, options, plan, output, rendering, images, links)
         if plan is not None and plan.action == "withhold":
             rendering["Display"] = f"metadata only (--redact: image withheld, {plan.reason})"
         else:
-            WRITERS[kind](Conversion(source, ds, options, plan, output, rendering, images), kind)
+            WRITERS[kind](job, kind)
         shown = as_shown(ds, options)
         if options.write_json:
             import json
 
             write_text(json.dumps(json_dataset(shown), indent=1, ensure_ascii=False, allow_nan=False),
                        output(".json"))
-        write_text(metadata_text(shown, rendering), output(".txt"))
+        write_text(metadata_text(shown, rendering, job.report), output(".txt"))
         # everything that can fail happens before the outputs take their final names
-        record = {**index_record(shown), **rendering}
+        record = {**index_record(shown), **rendering, "kind": kind, "excerpt": report_excerpt(job.report)}
     summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate", "Slide"))
     if plan is not None and plan.action == "blank":
         summary += f", burned-in text blanked ({plan.reason})"
@@ -4143,6 +5195,8 @@ class Conversion:
     output: object  # `staged_outputs`' stager
     rendering: dict[str, str]  # what the .txt summary and the log line say of the rendering
     images: tuple[Path, ...] = ()  # images to draw a segmentation or a dose over
+    links: tuple[tuple[str, Path], ...] = ()  # a report's references: (SOP Instance UID, this run's output)
+    report: str = ""  # a structured report's text, for the .txt
 
     def blanked(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """`frames` with --redact's rectangles blanked, when the plan has any."""
@@ -4245,7 +5299,7 @@ def write_slide(job: Conversion, kind: str) -> None:
 # What each kind of object (`object_kind`) becomes: the one dispatch.
 WRITERS = {"metadata": write_metadata_only, "image": write_image, "cine": write_frames, "volume": write_frames,
            "segmentation": write_frames, "slide": write_slide, "document": write_document, "video": write_video,
-           "waveform": write_waveform}
+           "waveform": write_waveform, "report": write_report}
 
 
 def write_cine(frames, output, timing: Timing, options: Options, sheet: bool = False) -> int:
@@ -4341,7 +5395,7 @@ def series_groups(results: list[Result]) -> list[list[Result]]:
     groups: dict[tuple, list[Result]] = {}
     for result in results:
         record = result.record
-        if result.status != "converted" or record.get("frames") != "1" or not record.get("series_uid"):
+        if result.status != "converted" or record.get("kind") != "image" or not record.get("series_uid"):
             continue
         orientation = record.get("orientation")
         orientation = tuple(round(v, 3) for v in orientation) if orientation and len(orientation) == 6 else None
@@ -4531,13 +5585,17 @@ def _index_figure(result: Result, output: Path) -> str:
         media.append(f'<video controls muted loop preload="metadata" src="{link(playable)}"></video>')
     if ".wav" in by_suffix:
         media.append(f'<audio controls preload="metadata" src="{link(by_suffix[".wav"])}"></audio>')
-    facts = [("Modality", r.get("modality", "")), ("Size", f"{r.get('columns', '')}×{r.get('rows', '')}"),
-             ("Frames", r.get("frames", "")), ("Display", r.get("Display", "")), ("Rate", r.get("FrameRate", "")),
+    pictured = bool(r.get("columns"))  # no size or frame count for reports, waveforms, documents
+    facts = [("Modality", r.get("modality", "")), ("Size", f"{r.get('columns', '')}×{r.get('rows', '')}" * pictured),
+             ("Frames", r.get("frames", "") * pictured), ("Display", r.get("Display", "")), ("Rate", r.get("FrameRate", "")),
              ("Slices", r.get("Slices", "")), ("Slide", r.get("Slide", ""))]  # volumes: the PNG is a contact sheet
     facts_html = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts if v)
-    names = {MEDIAN_SUFFIX: "median beat", **({".mp4": "HEVC mp4"} if TRANSCODED_SUFFIX in by_suffix else {})}
+    names = {".html": "report", MEDIAN_SUFFIX: "median beat",
+             **({".mp4": "HEVC mp4"} if TRANSCODED_SUFFIX in by_suffix else {})}
     links = " ".join(f'<a href="{link(by_suffix[s])}">{names.get(s, s[1:])}</a>'
                      for s in (*DOCUMENT_SUFFIXES, *names, ".csv", ".wav", ".txt", ".json") if s in by_suffix)
+    if r.get("excerpt"):  # a structured report: its first lines
+        links = f'<p class="excerpt">{escape(r["excerpt"])}</p>' + links
     title = escape(result.outputs[0].relative_to(output).with_suffix("").as_posix()) if result.outputs else ""
     return (f"<figure>{''.join(media)}<figcaption><strong>{title}</strong>"
             f"<dl>{facts_html}</dl>{links}</figcaption></figure>")
@@ -4567,7 +5625,8 @@ def outputs_are_current(source: Path, stem: Path, redacted: bool = False) -> boo
         newer = text.stat().st_mtime >= source.stat().st_mtime
     except OSError:
         return False
-    images = [stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4", *DOCUMENT_SUFFIXES)]
+    images = [stem.with_name(stem.name + ext) for ext in (".png", ".gif", ".mp4", ".html", ".csv", ".wav",
+                                                           *DOCUMENT_SUFFIXES)]
     head = _head(text)
     if (DEIDENTIFIED in head) != redacted:  # never pass an earlier run's names off as redacted
         return False
@@ -4880,15 +5939,18 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
             tasks.append((source, stem, options))
         for result in convert_all(tasks, jobs):
             report(result)
-        overlays = overlay_tasks(finished, options)
-        for result in convert_all(overlays, jobs):  # the same outputs again, now over their images
+        overlays, reports = overlay_tasks(finished, options), report_tasks(finished, options)
+        # the same outputs again, now over their images, or linked to them
+        for number, result in enumerate(convert_all(overlays + reports, jobs)):
             index = next(n for n, done in enumerate(finished) if done.source == result.source)
+            overlaid = number < len(overlays)
             if result.status == "converted":
                 finished[index] = result
-            else:  # its outputs on black, from the first pass, stay
-                result.message = f"not drawn over its images (its outputs on black stay): {result.message}"
-            log.line(result_line(result, base, output).replace("converted  ", "overlaid   ", 1),
-                     problem=result.status == "failed")
+            else:  # the first pass's outputs stay
+                result.message = (f"not drawn over its images (its outputs on black stay): {result.message}" if overlaid
+                                  else f"not linked to its references (its page stays): {result.message}")
+            log.line(result_line(result, base, output).replace("converted  ", "overlaid   " if overlaid else
+                                                                "linked     ", 1), problem=result.status == "failed")
         if series:
             taken = {name_key(stem) for _, stem, _ in planned}
             groups = series_groups(finished)
@@ -4928,7 +5990,7 @@ def overlay_tasks(finished: list[Result], options: Options) -> list[tuple]:
     by_frame_of_reference: dict[str, list[Path]] = {}
     for result in finished:
         record = result.record
-        if result.status == "converted" and record.get("frames") == "1" and record.get("sop_class") not in (
+        if result.status == "converted" and record.get("kind") == "image" and record.get("sop_class") not in (
                 SEGMENTATION_CLASS, RT_DOSE_CLASS):
             if record.get("series_uid"):
                 by_series.setdefault(record["series_uid"], []).append(result.source)
@@ -4947,6 +6009,29 @@ def overlay_tasks(finished: list[Result], options: Options) -> list[tuple]:
             continue
         if images:
             tasks.append((result.source, result.outputs[-1].with_suffix(""), options, tuple(images)))
+    return tasks
+
+
+def report_tasks(finished: list[Result], options: Options) -> list[tuple]:
+    """Structured reports to convert again with links: each to this run's outputs of the
+    instances of its study (the picture a viewer shows first: PNG, GIF, then MP4, or the
+    document, the ECG page).  UIDs are matched as the outputs show them, so --redact's
+    stand-ins match too."""
+    preference = (".png", ".gif", TRANSCODED_SUFFIX, ".mp4", *DOCUMENT_SUFFIXES, ".wav", ".html")
+    by_study: dict[str, list[tuple[str, Path]]] = {}
+    for result in finished:
+        record = result.record
+        uid = record.get("instance_uid")
+        kept = [path for path in result.outputs if path not in set(result.frame_pngs())]
+        shown = [path for suffix in preference for path in kept if path.name.endswith(suffix)]
+        if result.status == "converted" and uid and shown and record.get("kind") != "report":
+            by_study.setdefault(record.get("study_uid", ""), []).append((uid, shown[0]))
+    tasks = []
+    for result in finished:
+        record = result.record
+        links = by_study.get(record.get("study_uid", ""))
+        if result.status == "converted" and links and record.get("kind") == "report":
+            tasks.append((result.source, result.outputs[-1].with_suffix(""), options, (), tuple(links)))
     return tasks
 
 
@@ -4980,7 +6065,7 @@ def existing_result(source: Path, stem: Path, options: Options) -> Result:
     outputs = [p for p in (stem.with_name(stem.name + ext) for ext in OUTPUT_SUFFIXES) if p.exists()]
     try:
         ds = read_dataset(source)
-        record = index_record(as_shown(ds, options))
+        record = {**index_record(as_shown(ds, options)), "kind": object_kind(ds)}
     except ConversionError:
         record = {}
     return Result(source, "converted", outputs, "up to date", record)

@@ -214,24 +214,28 @@ def test_index_from_a_local_server_logs_no_console_error(served):
 @pytest.fixture(scope="module")
 def kinds_site(tmp_path_factory) -> Path:
     """A volume (eCT_Supplemental), a segmentation over its CT (liver.dcm and test_segmentations'
-    slices), an RT dose, a stitched slide (test_slides), a PDF (DCMTK's pdf2dcm) and a DICOM
-    video (test_video), converted together."""
+    slices), an RT dose, a stitched slide (test_slides), a PDF (DCMTK's pdf2dcm), a DICOM
+    video (test_video), pydicom's ECG and Comprehensive SR, and a µ-law voice recording
+    (test_waveforms), converted together."""
     from conftest import testdata
     from test_documents import a_pdf, dcmtk
     from test_segmentations import ct_under_liver
     from test_slides import picture, write_slide
     from test_video import H264, RATE, video_dicom, video_stream
+    from test_waveforms import mulaw_audio_file
 
     browser.require_browser()
     root = tmp_path_factory.mktemp("kinds_browser")
     inputs = root / "in"
     inputs.mkdir()
-    for name in ("eCT_Supplemental.dcm", "liver.dcm", "rtdose.dcm"):
+    for name in ("eCT_Supplemental.dcm", "liver.dcm", "rtdose.dcm", "waveform_ecg.dcm", "test-SR.dcm"):
         (inputs / name).write_bytes(testdata(name).read_bytes())
     ct_under_liver(inputs)
     write_slide(inputs / "slide.dcm", picture(300, 400), tile=128)
     dcmtk("pdf2dcm", a_pdf(root / "report.pdf", odd=True), inputs / "report.dcm")
     video_dicom(inputs / "scope.dcm", video_stream("libx264", "h264"), H264, FrameTime=1000 / RATE)
+    mulaw_audio_file(root)
+    (root / "voice.dcm").rename(inputs / "voice.dcm")
     out = root / "out"
     proc = run_cli(inputs, "-o", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -254,3 +258,24 @@ def test_each_kind_shows_in_the_index(kinds_site, chromium):
     assert videos["eCT_Supplemental.mp4"]["readyState"] >= 2
     assert "report.pdf" in [unquote(a["href"]) for a in seen["links"]]
     assert "1 Liver (sRGB 217,130,101)" in seen["text"] and "slices, not time" in seen["text"]
+    assert images["waveform_ecg.png"]["complete"] and images["waveform_ecg.png"]["width"] > 0
+    hrefs = [unquote(a["href"]) for a in seen["links"]]
+    assert {"test-SR.html", "waveform_ecg.csv", "waveform_ecg_median.png"} <= set(hrefs)
+    assert "A mass of 3 cm was detected." in seen["text"]  # the report's first lines
+
+
+def test_the_voice_recording_plays_in_the_index(kinds_site, chromium):
+    with browser.serve(kinds_site) as url:
+        page = chromium.new_page()
+        try:
+            page.goto(url + "/index.html", wait_until="load")
+            duration = page.evaluate("""() => new Promise((done, fail) => {
+                const audio = document.querySelector('audio[src="voice.wav"]');
+                if (audio.readyState >= 1) return done(audio.duration);
+                audio.addEventListener('loadedmetadata', () => done(audio.duration));
+                audio.addEventListener('error', () => fail(String(audio.error && audio.error.code)));
+                audio.load();
+            })""")
+        finally:
+            page.close()
+    assert duration == pytest.approx(0.5, abs=0.01)

@@ -167,7 +167,7 @@ def test_latin1_text_is_written_as_utf8(tmp_path, capsys):
 # Files without pixel data
 # -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["rtplan.dcm", "test-SR.dcm"])
+@pytest.mark.parametrize("name", ["rtplan.dcm", "rtstruct.dcm"])  # structured reports: test_reports
 def test_file_without_pixels_gets_only_text(tmp_path, capsys, name):
     stem = name[: -len(".dcm")]
     text = convert(testdata(name), tmp_path)

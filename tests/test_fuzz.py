@@ -1143,3 +1143,27 @@ def test_reports_and_waveforms_with_flipped_bytes_and_cuts(tmp_path, name):
         assert not rest.startswith("unexpected"), (mutant, rest)
         if label == "FAILED":
             assert rest.strip() and not outputs_of(tmp_path / "out", mutant[:-4]), (mutant, rest)
+
+
+def test_reports_whose_trees_lie(tmp_path):
+    """Structured reports made by test_reports' helpers: a tree that loops by reference (it
+    renders, the references as links), one nested 200 containers deep, and one whose Content
+    Sequence is text.  One plain line each, no traceback, nothing left by a failure."""
+    from test_reports import content_item, looping_by_reference_report, nested_containers, sr_document
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    looping_by_reference_report().save_as(inp / "loops.dcm", implicit_vr=False, little_endian=True)
+    nested_containers(200).save_as(inp / "deep.dcm", implicit_vr=False, little_endian=True)
+    report = sr_document([content_item("CONTAINS", "TEXT", ("121106", "DCM", "Comment"), TextValue="x")])
+    report.ContentSequence[0].add_new(0x0040A730, "LO", "not items")
+    report.save_as(inp / "not_a_sequence.dcm", implicit_vr=False, little_endian=True)
+    run = run_converter(inp, "-o", tmp_path / "out", timeout=120)
+    results, summaries, stray = parse_log(run)
+    assert "Traceback" not in run.stderr and not stray and len(summaries) == 1, run.stdout + run.stderr
+    assert results["loops.dcm"][0] == "converted", results
+    assert 'href="#item-1.1"' in (tmp_path / "out" / "loops.html").read_text(encoding="utf-8")
+    for name in ("deep.dcm", "not_a_sequence.dcm"):
+        label, rest = results[name]
+        assert label == "FAILED" and rest.strip() and not rest.startswith("unexpected"), (name, rest)
+        assert not outputs_of(tmp_path / "out", name[:-4]), name

@@ -27,22 +27,35 @@ def video_stream(codec: str, container_format: str, frames: int = FRAMES) -> byt
 
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container_format) as out:
-        stream = out.add_stream(codec, rate=RATE)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"bf": "2", "g": "12"}
-        elif codec == "libx265":
-            stream.options = {"x265-params": "bframes=2:log-level=none"}
-        else:
-            stream.codec_context.max_b_frames, stream.codec_context.gop_size = 2, 12
+        stream = bar_track(out, codec)
         for i in range(frames):
-            image = np.zeros((64, 96, 3), np.uint8)
-            image[:, 2 + 3 * i:6 + 3 * i] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            for packet in stream.encode(bar_frame(i)):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
     return buffer.getvalue()
+
+
+def bar_track(out, codec: str):
+    """A 96 x 64 video stream of `codec` in the container `out`, with B-frames, 12 frames a GOP."""
+    stream = out.add_stream(codec, rate=RATE)
+    stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+    if codec == "libx264":
+        stream.options = {"bf": "2", "g": "12"}
+    elif codec == "libx265":
+        stream.options = {"x265-params": "bframes=2:log-level=none"}
+    else:
+        stream.codec_context.max_b_frames, stream.codec_context.gop_size = 2, 12
+    return stream
+
+
+def bar_frame(i: int):
+    """Frame i: black with a 4 px white bar at x = 2 + 3i."""
+    import av
+
+    image = np.zeros((64, 96, 3), np.uint8)
+    image[:, 2 + 3 * i:6 + 3 * i] = 255
+    return av.VideoFrame.from_ndarray(image, format="rgb24")
 
 
 def video_dicom(path, data: bytes, syntax: str, fragments: int = 1, **attributes):
@@ -193,18 +206,11 @@ def clip_with_audio(container_format: str, video_codec: str = "libx264", audio_c
 
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container_format) as out:
-        video = out.add_stream(video_codec, rate=RATE)
-        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
-        if video_codec == "libx264":
-            video.options = {"bf": "2", "g": "12"}
-        else:
-            video.codec_context.max_b_frames, video.codec_context.gop_size = 2, 12
+        video = bar_track(out, video_codec)
         audio = out.add_stream(audio_codec, rate=48000)
         audio.layout = "mono"
         for i in range(FRAMES):
-            image = np.zeros((64, 96, 3), np.uint8)
-            image[:, 2 + 3 * i:6 + 3 * i] = 255
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            for packet in video.encode(bar_frame(i)):
                 out.mux(packet)
         tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(48000) / 48000)).astype(np.float32)
         size = audio.codec_context.frame_size or 1152

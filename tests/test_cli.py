@@ -24,8 +24,9 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 
 def outputs(root: Path) -> list[str]:
-    """Files written under `root`, less the index page (tests/test_extras.py checks it)."""
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != "index.html")
+    """Files written under `root`, less the index page and its thumbnails (tests/test_extras.py checks them)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and p.name != "index.html" and ".thumbs" not in p.relative_to(root).parts)
 
 
 def test_folder_tree_is_mirrored_with_cd_style_names(tmp_path):

@@ -188,4 +188,5 @@ def test_batch_reports_metadata_only_files(tmp_path):
     assert re.search(r"^metadata +rtplan\.dcm -> rtplan\.txt", done.stdout, re.M)
     assert re.search(r"^converted +CT_small\.dcm -> CT_small\.png CT_small\.txt", done.stdout, re.M)
     assert "Done: 1 converted (1 PNG, 0 GIF, 0 MP4), 1 metadata only, 0 skipped, 0 failed." in done.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["CT_small.png", "CT_small.txt", "index.html", "rtplan.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".thumbs", "CT_small.png", "CT_small.txt", "index.html", "rtplan.txt"]
+    assert [p.name for p in (out / ".thumbs").iterdir()] == ["CT_small.jpg"]  # the index page's picture of it

@@ -1,0 +1,48 @@
+"""The index page's pictures: OUTPUT/.thumbs mirrors the output tree, one 8-bit JPEG of at
+most 256 px per file, made from the frame the file's outputs start with (a volume's middle
+slice), staged and renamed with the rest, so a failed file leaves none."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from conftest import run_cli, testdata
+
+
+def looks_like(thumb: Image.Image, picture: Image.Image) -> float:
+    """Correlation of the thumbnail with `picture` scaled to its size (1.0: the same picture)."""
+    small = np.asarray(picture.convert("L").resize(thumb.size, Image.Resampling.BOX), float).ravel()
+    return float(np.corrcoef(np.asarray(thumb.convert("L"), float).ravel(), small)[0, 1])
+
+
+def test_each_file_gets_a_small_jpeg_of_what_it_shows(tmp_path):
+    (tmp_path / "in" / "CT").mkdir(parents=True)
+    shutil.copy(testdata("CT_small.dcm"), tmp_path / "in" / "CT" / "slice.dcm")
+    shutil.copy(testdata("eCT_Supplemental.dcm"), tmp_path / "in" / "volume.dcm")
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "out", "--frames")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert ".thumbs" not in run.stdout  # index material, not listed among the outputs
+    out = tmp_path / "out"
+    with Image.open(out / ".thumbs" / "CT" / "slice.jpg") as thumb, Image.open(out / "CT" / "slice.png") as png:
+        assert thumb.format == "JPEG" and thumb.mode == "L" and thumb.size == (128, 128)
+        assert looks_like(thumb, Image.fromarray((np.asarray(png) >> 8).astype(np.uint8))) > 0.99
+    with Image.open(out / ".thumbs" / "volume.jpg") as thumb, \
+            Image.open(out / "volume_frames" / "0002.png") as middle, Image.open(out / "volume_frames" / "0001.png") as first:
+        assert max(thumb.size) <= 256
+        to8 = (lambda im: Image.fromarray((np.asarray(im) >> 8).astype(np.uint8)))
+        assert looks_like(thumb, to8(middle)) > 0.99 and looks_like(thumb, to8(middle)) > looks_like(thumb, to8(first))
+
+
+def test_no_index_means_no_thumbnails_and_a_failure_leaves_none(tmp_path):
+    (tmp_path / "in").mkdir()
+    shutil.copy(testdata("CT_small.dcm"), tmp_path / "in" / "good.dcm")
+    data = testdata("CT_small.dcm").read_bytes()
+    (tmp_path / "in" / "cut.dcm").write_bytes(data[:len(data) - 20000])  # pixel data cut short
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "out")
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert [p.name for p in (tmp_path / "out" / ".thumbs").iterdir()] == ["good.jpg"]
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "plain", "--no-index")
+    assert not (tmp_path / "plain" / ".thumbs").exists()

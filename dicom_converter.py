@@ -145,6 +145,18 @@ class Options:
     thumbnails: Path | None = None  # OUTPUT/.thumbs, where the index page's small pictures go; None: none
 
 
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """The choices that shape a run as a whole (how many at once, what else it writes)."""
+
+    jobs: int = 1
+    quiet: bool = False
+    skip_existing: bool = False
+    series: bool = False  # --series: the single-frame files of each series also as one cine
+    index: bool = True  # OUTPUT/index.html
+    shard: tuple[int, int] | None = None  # --shard K/N: this run converts share K of N
+
+
 # =============================================================================
 # Finding inputs
 # =============================================================================
@@ -1952,7 +1964,8 @@ def index_record(ds: Dataset) -> dict:
         "frames": text("NumberOfFrames") or "1", "photometric": text("PhotometricInterpretation"),
         "orientation": numbers("ImageOrientationPatient"), "position": numbers("ImagePositionPatient"),
         "instance": text("InstanceNumber"), "sop_class": text("SOPClassUID"),
-        "instance_uid": text("SOPInstanceUID"),
+        "instance_uid": text("SOPInstanceUID"), "bits": text("BitsStored"), "body_part": text("BodyPartExamined"),
+        "manufacturer": text("Manufacturer"), "model": text("ManufacturerModelName"),
         "frame_of_reference": text("FrameOfReferenceUID"),
         "referenced_series": _text_of(((ds.get("ReferencedSeriesSequence") or [{}])[0]).get("SeriesInstanceUID", "")),
     }
@@ -5578,7 +5591,8 @@ def write_index(output: Path, entries: list[Result]) -> Path:
     from html import escape
 
     tree: dict = {}
-    for result in entries:
+    # by output name: a single run and the merge of its shards (in any order) write the same page
+    for result in sorted(entries, key=lambda result: [path.as_posix() for path in result.outputs]):
         r = result.record
         patient = (r.get("patient_name") or "(no name)", r.get("patient_id") or "")
         study = (r.get("study_uid", ""), r.get("study_date", ""), r.get("study_description", ""))
@@ -5931,14 +5945,15 @@ class Log:
         print(text, flush=True)
 
 
-def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, quiet: bool = False,
-              skip_existing: bool = False, series: bool = False, index: bool = True) -> int:
-    """Convert every DICOM file under `input_path`; report each; return the exit status.
+def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = Batch()) -> int:
+    """Convert every DICOM file under `input_path` (with --shard, this run's share of them);
+    report each; return the exit status.
 
-    Then, with `series`, each series of single-frame files becomes one cine,
-    and `index` writes OUTPUT/index.html.  Exit status: 0 all converted, 1 some
-    failed, 130 interrupted (Ctrl-C or SIGTERM), after deleting temporary
-    files and printing what was done.
+    Then, with `batch.series`, each series of single-frame files becomes one cine, and
+    OUTPUT/manifest.csv and OUTPUT/index.html are written (a shard writes its part of the
+    manifest, and the last shard to finish joins the parts).  Exit status: 0 all converted,
+    1 some failed, 130 interrupted (Ctrl-C or SIGTERM), after deleting temporary files and
+    printing what was done.
     """
     import signal
 
@@ -5947,18 +5962,20 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
     counts = dict.fromkeys(("converted", "metadata", "skipped", "failed", "not_dicom", "current", "series"), 0)
     made = {".png": 0, ".gif": 0, ".mp4": 0}
     files = find_files(input_path, exclude=output)
-    log = Log(len(files), quiet)
+    if batch.shard is not None:
+        files = [path for path in files if in_shard(path, base, batch.shard)]
+    log = Log(len(files), batch.quiet)
     previous_term = signal.signal(signal.SIGTERM, _interrupt_on_signal)
     interrupted = False
     dicom_files: list[Path] = []
     finished: list[Result] = []
+    unfinished: list[Result] = []  # failed, skipped and not DICOM: for the manifest
 
     def report(result: Result) -> None:
         counts[result.status] += 1
         for out in result.outputs:
             made[out.suffix] = made.get(out.suffix, 0) + 1
-        if result.status in ("converted", "metadata", "series"):
-            finished.append(result)
+        (finished if result.status in ("converted", "metadata", "series") else unfinished).append(result)
         log.line(result_line(result, base, output), problem=result.status == "failed")
         log.advance()
 
@@ -5968,27 +5985,34 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
                 dicom_files.append(path)
                 continue
             counts["not_dicom"] += 1
+            unfinished.append(Result(path, "skipped", message="not a DICOM file"))
             log.line(f"skipped    {display_name(path, base)}: not a DICOM file")
             log.advance()
-        planned = plan_outputs(dicom_files, input_path, output)
+        # every shard plans every DICOM file, so that names come out as in a single run
+        everything = dicom_files if batch.shard is None else \
+            [path for path in find_files(input_path, exclude=output) if looks_like_dicom(path)]
+        planned = all_planned = plan_outputs(everything, input_path, output)
+        if batch.shard is not None:
+            mine = set(dicom_files)
+            planned = [entry for entry in planned if entry[0] in mine]
         if options.redact_salt:
             planned = redact_names(planned, output)
         tasks = []
         for source, stem, note in planned:
             if note:
                 log.line(f"note       {display_name(source, base)}: {note}")
-            if skip_existing and outputs_are_current(source, stem, bool(options.redact_salt)):
+            if batch.skip_existing and outputs_are_current(source, stem, bool(options.redact_salt)):
                 counts["current"] += 1
                 finished.append(existing_result(source, stem, options))
                 log.line(f"up to date {display_name(source, base)}")
                 log.advance()
                 continue
             tasks.append((source, stem, options))
-        for result in convert_all(tasks, jobs):
+        for result in convert_all(tasks, batch.jobs):
             report(result)
         overlays, reports = overlay_tasks(finished, options), report_tasks(finished, options)
         # the same outputs again, now over their images, or linked to them
-        for number, result in enumerate(convert_all(overlays + reports, jobs)):
+        for number, result in enumerate(convert_all(overlays + reports, batch.jobs)):
             index = next(n for n, done in enumerate(finished) if done.source == result.source)
             overlaid = number < len(overlays)
             if result.status == "converted":
@@ -5998,12 +6022,12 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
                                   else f"not linked to its references (its page stays): {result.message}")
             log.line(result_line(result, base, output).replace("converted  ", "overlaid   " if overlaid else
                                                                 "linked     ", 1), problem=result.status == "failed")
-        if series:
-            taken = {name_key(stem) for _, stem, _ in planned}
+        if batch.series:
+            taken = {name_key(stem) for _, stem, _ in all_planned}
             groups = series_groups(finished)
             series_tasks = [([(r.source, r.outputs[-1].stem) for r in group], series_stem(group, taken), options)
                             for group in groups]
-            for result in convert_all(series_tasks, jobs):
+            for result in convert_all(series_tasks, batch.jobs):
                 report(result)
     except KeyboardInterrupt:
         interrupted = True
@@ -6013,19 +6037,152 @@ def run_batch(input_path: Path, output: Path, options: Options, jobs: int = 1, q
         signal.signal(signal.SIGTERM, previous_term)
     if not dicom_files and not interrupted:
         log.line(f"no DICOM files found in {input_path}")
-    if index and finished:
-        log.line(f"index      {display_name(write_index(output, finished), output)}")
+    if not interrupted:
+        rows = [manifest_row(result, base, output, bool(options.redact_salt)) for result in finished + unfinished]
+        if batch.shard is None:
+            log.line(f"manifest   {display_name(write_manifest(output, rows), output)}")
+            if batch.index and finished:
+                log.line(f"index      {display_name(write_index(output, finished), output)}")
+        else:
+            write_shard_part(output, batch.shard, rows, finished)
+            if all(shard_part(output, (k, batch.shard[1])).exists() for k in range(1, batch.shard[1] + 1)):
+                merge_shards(output, batch.shard[1], quiet=True, index=batch.index)  # the last shard to finish
+                log.line(f"merged     {batch.shard[1]} shards into manifest.csv and index.html")
     log.summary(
         f"{'Interrupted' if interrupted else 'Done'}: {counts['converted']} converted "
         f"({made['.png']} PNG, {made['.gif']} GIF, {made['.mp4']} MP4), "
-        + (f"{counts['series']} series, " if series else "")
+        + (f"{counts['series']} series, " if batch.series else "")
         + f"{counts['metadata']} metadata only, {counts['not_dicom'] + counts['skipped']} skipped, "
-        + (f"{counts['current']} already up to date, " if skip_existing else "")
+        + (f"{counts['current']} already up to date, " if batch.skip_existing else "")
         + f"{counts['failed']} failed."
+        + (f" (shard {batch.shard[0]} of {batch.shard[1]})" if batch.shard else "")
     )
     if interrupted:
         return 130
     return 1 if counts["failed"] else 0
+
+
+# -----------------------------------------------------------------------------
+# Shards and the manifest: one run split over machines, one table of what was converted
+# -----------------------------------------------------------------------------
+
+SHARDS_FOLDER = ".shards"  # OUTPUT/.shards/part-K-of-N.jsonl: what each shard converted
+MANIFEST_COLUMNS = (
+    "input", "status", "reason", "outputs", "sop_class", "modality", "study_uid", "series_uid", "instance_uid",
+    "rows", "columns", "frames", "bits", "photometric", "display", "frame_rate", "body_part", "manufacturer",
+    "model",
+)
+
+
+def in_shard(path: Path, base: Path, shard: tuple[int, int]) -> bool:
+    """Whether `path` falls to shard K of N: by its folder, so that the files of a series
+    (a CD or an archive keeps one per folder), a report and the images beside it, and
+    names that could collide stay in one run.  SHA-256 of the folder's path, so every
+    machine and Python agrees (``hash`` is salted per process)."""
+    import hashlib
+
+    folder = path.parent.relative_to(base).as_posix() if path.parent != base else ""
+    number = int.from_bytes(hashlib.sha256(folder.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+    return number % shard[1] == shard[0] - 1
+
+
+def manifest_row(result: Result, base: Path, output: Path, redacted: bool) -> dict[str, str]:
+    """One input's row of the manifest.  Under --redact the input is named by its output
+    stem (whose folders `redact_names` cleaned), and every attribute comes from the
+    de-identified record, so the manifest holds nothing the outputs do not."""
+    import json
+
+    record = result.record
+    outputs = [path.relative_to(output).as_posix() for path in result.outputs]
+    if result.status == "series" or (redacted and result.outputs):
+        name = outputs[-1].rsplit(".", 1)[0]
+    elif redacted:
+        name = "(input name withheld under --redact)"
+    else:
+        name = display_name(result.source, base).replace(os.sep, "/")
+    reason = result.message if result.status in ("failed", "skipped") else ""
+    values = {
+        "input": name, "status": result.status, "reason": reason, "outputs": json.dumps(outputs, ensure_ascii=False),
+        "sop_class": record.get("sop_class", ""), "modality": record.get("modality", ""),
+        "study_uid": record.get("study_uid", ""), "series_uid": record.get("series_uid", ""),
+        "instance_uid": record.get("instance_uid", ""), "rows": record.get("rows", "") or "",
+        "columns": record.get("columns", "") or "", "frames": record.get("frames", "") if result.record else "",
+        "bits": record.get("bits", ""), "photometric": record.get("photometric", ""),
+        "display": record.get("Display", ""), "frame_rate": record.get("FrameRate", ""),
+        "body_part": record.get("body_part", ""), "manufacturer": record.get("manufacturer", ""),
+        "model": record.get("model", ""),
+    }
+    return {column: str(values[column]) for column in MANIFEST_COLUMNS}
+
+
+def write_manifest(output: Path, rows: list[dict[str, str]]) -> Path:
+    """``OUTPUT/manifest.csv``: a row per input, sorted by input, written atomically.  CSV
+    rather than JSON Lines: a researcher filters it in a spreadsheet or with pandas, and
+    every value is flat (the outputs column is a JSON list, since names may hold any
+    character)."""
+    import csv
+
+    with staged_outputs(output / "manifest") as (stage, finals):
+        with open(stage(".csv"), "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(sorted(rows, key=lambda row: (row["input"], row["outputs"])))
+    return finals[0]
+
+
+def shard_part(output: Path, shard: tuple[int, int]) -> Path:
+    return output / SHARDS_FOLDER / f"part-{shard[0]}-of-{shard[1]}.jsonl"
+
+
+def write_shard_part(output: Path, shard: tuple[int, int], rows: list[dict], finished: list[Result]) -> None:
+    """This shard's manifest rows and what the index needs of its results, one JSON object a
+    line, renamed into place only when whole (a shard that dies leaves no part)."""
+    import json
+
+    part = shard_part(output, shard)
+    with staged_outputs(part.with_suffix("")) as (stage, _):
+        with open(stage(".jsonl"), "w", encoding="utf-8", newline="\n") as f:
+            for row in rows:
+                f.write(json.dumps({"manifest": row}, ensure_ascii=False) + "\n")
+            for result in finished:
+                f.write(json.dumps({"index": {
+                    "source": str(result.source), "status": result.status, "message": result.message,
+                    "outputs": [path.relative_to(output).as_posix() for path in result.outputs],
+                    "record": result.record}}, ensure_ascii=False, default=str) + "\n")
+
+
+def merge_shards(output: Path, count: int, quiet: bool = False, index: bool = True) -> int:
+    """``--merge-shards N``: join the parts of N shards into ``manifest.csv`` and
+    ``index.html``, as a single run writes them.  Any shard may do it (the last to finish
+    does); doing it twice writes the same files."""
+    import json
+
+    output = output.resolve()
+    parts = [shard_part(output, (k, count)) for k in range(1, count + 1)]
+    missing = [part.name for part in parts if not part.exists()]
+    if missing:
+        print(f"error: cannot merge {count} shards: {', '.join(missing)} not written yet in "
+              f"{output / SHARDS_FOLDER}", file=sys.stderr)
+        return 1
+    rows, finished = [], []
+    for part in parts:
+        with open(part, encoding="utf-8", newline="\n") as f:
+            for line in f:
+                entry = json.loads(line)
+                if "manifest" in entry:
+                    rows.append(entry["manifest"])
+                else:
+                    item = entry["index"]
+                    finished.append(Result(Path(item["source"]), item["status"],
+                                           [output / name for name in item["outputs"]], item["message"],
+                                           item["record"]))
+    finished.sort(key=lambda result: [path.as_posix() for path in result.outputs])
+    write_manifest(output, rows)
+    if index and finished:
+        write_index(output, finished)
+    if not quiet:
+        print(f"merged {count} shards: {len(rows)} inputs in manifest.csv" + (", index.html" if index else ""))
+    return 0
 
 
 def overlay_tasks(finished: list[Result], options: Options) -> list[tuple]:
@@ -6219,9 +6376,23 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--skip-existing", action="store_true",
                        help="skip files whose outputs are all present and newer than the input "
                        "(to resume an interrupted batch)")
+    batch.add_argument("--shard", type=shard_spec, default=None, metavar="K/N",
+                       help="convert only share K of N (by folder), for N runs on N machines into one shared "
+                       "OUTPUT; each writes OUTPUT/.shards/part-K-of-N.jsonl and the last to finish writes "
+                       "manifest.csv and index.html (see the README for Slurm, Kubernetes and GNU parallel)")
+    batch.add_argument("--merge-shards", type=int, default=None, metavar="N",
+                       help="only join the parts of N shards in OUTPUT into manifest.csv and index.html")
     batch.add_argument("-q", "--quiet", action="store_true",
                        help="print only failures and the summary")
     return parser
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    """``K/N`` with 1 <= K <= N."""
+    share, _, count = text.partition("/")
+    if not (share.isdigit() and count.isdigit() and 1 <= int(share) <= int(count)):
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, got {text!r}")
+    return int(share), int(count)
 
 
 def megabytes(text: str) -> int:
@@ -6253,6 +6424,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs must be at least 1")
     if args.redact_pixels and not args.redact:
         parser.error("--redact-pixels only applies with --redact")
+    if args.shard and args.redact:  # each run draws its own secret for UID stand-ins: shards would disagree
+        parser.error("--shard cannot be used with --redact yet (each run replaces UIDs with its own secret)")
+    if args.merge_shards is not None and args.merge_shards < 1:
+        parser.error("--merge-shards N needs N >= 1")
     if not input_path.exists():
         parser.error(f"input path does not exist: {input_path}")
     options = Options(
@@ -6282,8 +6457,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to output directory {output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     try:
-        return run_batch(input_path, output, options, jobs=args.jobs, quiet=args.quiet,
-                         skip_existing=args.skip_existing, series=args.series, index=not args.no_index)
+        if args.merge_shards:
+            return merge_shards(output, args.merge_shards)
+        batch = Batch(jobs=args.jobs, quiet=args.quiet, skip_existing=args.skip_existing, series=args.series,
+                      index=not args.no_index, shard=args.shard)
+        return run_batch(input_path, output, options, batch)
     except BrokenPipeError:  # `... | head`: the reader left; stop quietly like other tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

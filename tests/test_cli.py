@@ -24,9 +24,10 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 
 def outputs(root: Path) -> list[str]:
-    """Files written under `root`, less the index page and its thumbnails (tests/test_extras.py checks them)."""
+    """Files written under `root`, less the index page, its thumbnails and the manifest (checked elsewhere)."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() and p.name != "index.html" and ".thumbs" not in p.relative_to(root).parts)
+                  if p.is_file() and p.relative_to(root).as_posix() not in ("index.html", "manifest.csv")
+                  and ".thumbs" not in p.relative_to(root).parts)
 
 
 def test_folder_tree_is_mirrored_with_cd_style_names(tmp_path):
@@ -193,7 +194,7 @@ def test_whole_pydicom_corpus_one_line_per_file_no_traceback(tmp_path):
     run = run_cli(inp, "-o", tmp_path / "out", "--no-mp4")
     text = run.stdout + run.stderr
     assert "Traceback" not in text
-    result_lines = [line for line in text.splitlines() if not line.startswith(("Done:", "note", "index"))]
+    result_lines = [line for line in text.splitlines() if not line.startswith(("Done:", "note", "index", "manifest"))]
     assert sorted(line.split()[1].rstrip(":") for line in result_lines) == sorted(names)
     assert run.returncode == 1  # pydicom ships deliberately broken files
     for known_bad in ("MR_truncated.dcm", "emri_small_jpeg_2k_lossless_too_short.dcm", "badVR.dcm"):

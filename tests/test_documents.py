@@ -92,7 +92,7 @@ def test_redact_withholds_documents(documents, tmp_path):
     root, _, _ = documents
     run = run_cli(root / "in" / "report_odd.dcm", "-o", tmp_path, "--redact")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "report_odd.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "manifest.csv", "report_odd.txt"]
     assert "metadata   report_odd.dcm -> report_odd.txt  [metadata only (--redact: the PDF document is withheld)]" in run.stdout
 
 

@@ -718,7 +718,8 @@ def test_index_links_every_output(index_run):
     for ref in refs:
         assert (out / unquote(ref)).is_file(), ref
     linked = {unquote(ref) for ref in refs}
-    made = {p for p in all_files(out) if p != "index.html" and "_frames/" not in p and not p.startswith(".thumbs/")}
+    made = {p for p in all_files(out) if p not in ("index.html", "manifest.csv") and "_frames/" not in p
+            and not p.startswith(".thumbs/")}
     assert made == linked
     assert {"odd #1 & _b_.png", "odd #1 & _b_.txt", "rtplan.txt", "rtplan.json", f"inject/{INJECT_SERIES}.mp4"} <= made
     kinds = {(tag, Path(unquote(a.get("src", ""))).suffix) for tag, a in parsed.tags if tag in ("img", "video")}
@@ -782,7 +783,7 @@ def test_no_index_option(tmp_path):
     inputs = copy_inputs(tmp_path / "in", "CT_small.dcm")
     proc = run_cli(inputs, "-o", tmp_path / "out", "--no-index")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert all_files(tmp_path / "out") == ["CT_small.png", "CT_small.txt"]
+    assert all_files(tmp_path / "out") == ["CT_small.png", "CT_small.txt", "manifest.csv"]  # no index, no thumbnails
 
 
 # =============================================================================

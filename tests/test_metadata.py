@@ -171,7 +171,7 @@ def test_latin1_text_is_written_as_utf8(tmp_path, capsys):
 def test_file_without_pixels_gets_only_text(tmp_path, capsys, name):
     stem = name[: -len(".dcm")]
     text = convert(testdata(name), tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", f"{stem}.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "manifest.csv", f"{stem}.txt"]
     assert summary_value(text, "Frames") == "0"
     assert summary_value(text, "Display") == "metadata only (no pixel data)"
     assert "(7FE0,0010)" not in text
@@ -188,5 +188,6 @@ def test_batch_reports_metadata_only_files(tmp_path):
     assert re.search(r"^metadata +rtplan\.dcm -> rtplan\.txt", done.stdout, re.M)
     assert re.search(r"^converted +CT_small\.dcm -> CT_small\.png CT_small\.txt", done.stdout, re.M)
     assert "Done: 1 converted (1 PNG, 0 GIF, 0 MP4), 1 metadata only, 0 skipped, 0 failed." in done.stdout
-    assert sorted(p.name for p in out.iterdir()) == [".thumbs", "CT_small.png", "CT_small.txt", "index.html", "rtplan.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".thumbs", "CT_small.png", "CT_small.txt", "index.html", "manifest.csv",
+                                                  "rtplan.txt"]
     assert [p.name for p in (out / ".thumbs").iterdir()] == ["CT_small.jpg"]  # the index page's picture of it

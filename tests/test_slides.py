@@ -81,7 +81,8 @@ def test_tiled_full_is_stitched_exactly(tmp_path):
     stitched, log = convert(tmp_path, write_slide(tmp_path / "full.dcm", image))
     assert stitched.shape == image.shape and np.array_equal(stitched, image)
     assert "1000 x 700 pixels from 12 of 12 tiles (TILED_FULL)" in log
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".thumbs", "full.png", "full.txt", "index.html"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".thumbs", "full.png", "full.txt", "index.html",
+                                                                    "manifest.csv"]
 
 
 def test_tiled_sparse_shuffled_with_missing_tiles_blank(tmp_path):

@@ -1,0 +1,100 @@
+"""Runs split across machines: --shard K/N converts a deterministic share (by folder), N
+shards started at once into one output folder convert every file exactly once, and once all
+have finished, manifest.csv, index.html and every output are byte for byte what one run writes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli, testdata
+
+FOLDERS = {  # a small archive: several folders, names that collide, a non-DICOM file
+    "A": ["CT_small.dcm", "MR_small.dcm"], "B/1": ["emri_small.dcm"], "B/2": ["rtplan.dcm", "test-SR.dcm"],
+    "C": ["SC_rgb.dcm", "waveform_ecg.dcm"], "D": ["JPEG2000.dcm"], "E": ["OBXXXX1A.dcm"], "": ["MR_small_RLE.dcm"],
+}
+
+
+def archive(root: Path) -> Path:
+    for folder, names in FOLDERS.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy(testdata(name), root / folder / name)
+    shutil.copy(testdata("CT_small.dcm"), root / "A" / "CT_small")  # collides with A/CT_small.dcm
+    (root / "E" / "notes.txt").write_text("not DICOM")
+    return root
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".shards" not in p.relative_to(root).parts}
+
+
+def test_shards_together_write_what_one_run_writes(tmp_path):
+    inp = archive(tmp_path / "in")
+    single = run_cli(inp, "-o", tmp_path / "single", "-j", "1")
+    assert single.returncode == 0, single.stdout + single.stderr
+    shards = tmp_path / "shards"
+    runs = [subprocess.Popen([sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(shards),
+                              "--shard", f"{k}/3", "-j", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for k in (1, 2, 3)]
+    logs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], logs
+    converted = [line.split()[1].rstrip(":") for out, _ in logs for line in out.splitlines()
+                 if line.startswith(("converted", "metadata", "skipped"))]
+    inputs = sorted(p.relative_to(inp).as_posix() for p in inp.rglob("*") if p.is_file())
+    assert sorted(converted) == inputs  # every file exactly once
+    assert sum("merged     3 shards" in out for out, _ in logs) >= 1  # the last one to finish merged
+    assert tree(shards) == tree(tmp_path / "single")
+    assert sorted(p.name for p in (shards / ".shards").iterdir()) == [f"part-{k}-of-3.jsonl" for k in (1, 2, 3)]
+
+
+def test_shares_are_by_folder_and_do_not_overlap(tmp_path):
+    import dicom_converter as dc
+
+    inp = archive(tmp_path / "in")
+    files = dc.find_files(inp)
+    shares = [[p for p in files if dc.in_shard(p, inp, (k, 4))] for k in (1, 2, 3, 4)]
+    assert sorted(p for share in shares for p in share) == sorted(files)
+    for share in shares:
+        others = [p for other in shares if other is not share for p in other]
+        assert not {p.parent for p in share} & {p.parent for p in others}
+
+
+def test_the_manifest_has_a_row_per_input_with_what_researchers_filter_on(tmp_path):
+    inp = archive(tmp_path / "in")
+    run = run_cli(inp, "-o", tmp_path / "out")
+    assert run.returncode == 0, run.stdout + run.stderr
+    with open(tmp_path / "out" / "manifest.csv", encoding="utf-8", newline="") as f:
+        rows = {row["input"]: row for row in csv.DictReader(f)}
+    assert sorted(rows) == sorted(p.relative_to(inp).as_posix() for p in inp.rglob("*") if p.is_file())
+    ct = rows["A/CT_small.dcm"]
+    assert (ct["status"], ct["modality"], ct["rows"], ct["columns"], ct["bits"], ct["photometric"]) == \
+        ("converted", "CT", "128", "128", "16", "MONOCHROME2")
+    assert json.loads(rows["A/CT_small"]["outputs"]) == ["A/CT_small.png", "A/CT_small.txt"]
+    assert json.loads(ct["outputs"]) == ["A/CT_small_2.png", "A/CT_small_2.txt"]  # sorted after A/CT_small
+    assert rows["E/notes.txt"]["status"] == "skipped" and rows["E/notes.txt"]["reason"] == "not a DICOM file"
+    assert rows["B/2/rtplan.dcm"]["status"] == "metadata"
+    assert rows["C/waveform_ecg.dcm"]["sop_class"] == "1.2.840.10008.5.1.4.1.1.9.1.1"
+
+
+def test_merging_before_every_shard_is_done_says_which_are_missing(tmp_path):
+    inp = archive(tmp_path / "in")
+    run = run_cli(inp, "-o", tmp_path / "out", "--shard", "1/2")
+    assert run.returncode == 0 and "merged" not in run.stdout, run.stdout + run.stderr
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+    merge = run_cli("-o", tmp_path / "out", "--merge-shards", "2")
+    assert merge.returncode == 1 and "part-2-of-2.jsonl not written yet" in merge.stderr
+
+
+@pytest.mark.parametrize("bad", ["0/3", "4/3", "a/b", "3"])
+def test_a_bad_shard_is_a_usage_error(tmp_path, bad):
+    run = run_cli(tmp_path, "--shard", bad)
+    assert run.returncode == 2 and "expected K/N with 1 <= K <= N" in run.stderr

@@ -61,3 +61,59 @@ def write_mp4(frames, path: Path, rate, crf: int) -> int:
             write(frame)
             count += 1
     return count
+
+
+def index_cards(index_html: Path) -> list[dict]:
+    """The series cards of an index page, in page order: the patient (h2) and study (h3)
+    headings above each, its title and thumbnail, and the viewer's items for it (from the
+    page's JSON): ``{"h2", "h3", "title", "thumb", "items"}``."""
+    import json
+    import re
+    from html.parser import HTMLParser
+
+    page = index_html.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script type="application/json" id="index-data">(.*?)</script>', page,
+                                re.S).group(1))
+
+    class Cards(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.cards, self.headings, self.heading, self.title = [], {"h2": "", "h3": ""}, None, False
+
+        def handle_starttag(self, tag, attrs):
+            attributes = dict(attrs)
+            if tag in ("h2", "h3"):
+                self.heading, self.headings[tag] = tag, ""
+            elif tag == "button" and "data-series" in attributes:
+                number = int(attributes["data-series"])
+                self.cards.append({**self.headings, "title": "", "thumb": None, "items": data[number]["items"]})
+            elif tag == "img" and "thumb" in attributes.get("class", "") and self.cards:
+                self.cards[-1]["thumb"] = attributes.get("src")
+            elif tag == "span" and attributes.get("class") == "title":
+                self.title = True
+
+        def handle_endtag(self, tag):
+            self.heading = None if tag in ("h2", "h3") else self.heading
+            self.title = False if tag == "span" else self.title
+
+        def handle_data(self, text):
+            if self.heading:
+                self.headings[self.heading] += text
+            if self.title and self.cards:
+                self.cards[-1]["title"] += text
+
+    parser = Cards()
+    parser.feed(page)
+    return parser.cards
+
+
+def index_urls(cards: list[dict]) -> set[str]:
+    """Every file an index page's cards and viewer refer to (decoded, relative to OUTPUT)."""
+    from urllib.parse import unquote
+
+    urls = {card["thumb"] for card in cards if card["thumb"]}
+    for card in cards:
+        for item in card["items"]:
+            urls.update(item[kind] for kind in ("image", "video", "audio") if item.get(kind))
+            urls.update(url for _, url in item.get("links", []))
+    return {unquote(url) for url in urls}

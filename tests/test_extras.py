@@ -25,7 +25,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 import dicom_converter as dc
-from conftest import ROOT, copy_inputs, run_cli, testdata
+from conftest import ROOT, copy_inputs, index_cards, index_urls, run_cli, testdata
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
 SC_WORD_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word Secondary Capture
@@ -692,13 +692,19 @@ def index_run(tmp_path_factory):
 
 
 def test_index_is_self_contained(index_run):
+    """Its one script is inline (and the only one its Content-Security-Policy lets run), its
+    data a JSON block; nothing else runs, and nothing points outside the output folder."""
     _, out = index_run
     page = (out / "index.html").read_text(encoding="utf-8")
     parsed = parse_page(out / "index.html")
     assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+    scripts = [a for tag, a in parsed.tags if tag == "script"]
+    assert scripts == [{"type": "application/json", "id": "index-data"}, {}]  # no src: nothing fetched
+    assert "connect-src 'none'" in page and "script-src 'sha256-" in page
     tags = {tag for tag, _ in parsed.tags}
-    assert not tags & {"script", "iframe", "object", "embed", "base", "form"}
-    assert not re.search(r"@import|url\(|@font-face", page)
+    assert not tags & {"iframe", "object", "embed", "base", "form"}
+    markup = re.sub(r"<script.*?</script>", "", page, flags=re.S)
+    assert not re.search(r"@import|url\(|@font-face", markup)
     for tag, attributes in parsed.tags:
         if tag == "link":  # only an inline icon (it spares the server a /favicon.ico request)
             assert attributes.get("rel") == "icon" and attributes.get("href", "").startswith("data:"), attributes
@@ -708,24 +714,27 @@ def test_index_is_self_contained(index_run):
             if key in ("src", "href", "poster", "srcset", "action"):
                 parts = urlsplit(value)
                 assert not parts.scheme and not parts.netloc and not value.startswith("/"), value
-    assert "http:" not in page and "https:" not in page and "//" not in page
+    assert "http:" not in markup and "https:" not in markup and "//" not in markup
 
 
 def test_index_links_every_output(index_run):
+    """Every output is reachable from a card's viewer, every URL there exists, and the page
+    itself loads nothing but one small thumbnail per series."""
     _, out = index_run
-    parsed = parse_page(out / "index.html")
-    refs = [ref for figure in parsed.figures for ref in figure["refs"]]
-    for ref in refs:
-        assert (out / unquote(ref)).is_file(), ref
-    linked = {unquote(ref) for ref in refs}
+    cards = index_cards(out / "index.html")
+    linked = index_urls(cards)
+    for url in linked:
+        assert (out / url).is_file(), url
     made = {p for p in all_files(out) if p not in ("index.html", "manifest.csv") and "_frames/" not in p
             and not p.startswith(".thumbs/")}
-    assert made == linked
+    assert made == {url for url in linked if not url.startswith(".thumbs/")}
     assert {"odd #1 & _b_.png", "odd #1 & _b_.txt", "rtplan.txt", "rtplan.json", f"inject/{INJECT_SERIES}.mp4"} <= made
-    kinds = {(tag, Path(unquote(a.get("src", ""))).suffix) for tag, a in parsed.tags if tag in ("img", "video")}
-    assert kinds == {("img", ".png"), ("img", ".gif"), ("video", ".mp4")}
-    videos = [a for tag, a in parsed.tags if tag == "video"]
-    assert videos and all("controls" in a for a in videos)
+    parsed = parse_page(out / "index.html")
+    assert not [a for tag, a in parsed.tags if tag in ("video", "audio")]
+    pictures = [a["src"] for tag, a in parsed.tags if tag == "img"]
+    assert pictures and all(unquote(src).startswith(".thumbs/") and unquote(src).endswith(".jpg") for src in pictures)
+    assert len(pictures) <= len(cards)
+    videos = [item["video"] for card in cards for item in card["items"] if item.get("video")]
     assert len(videos) == len([p for p in made if p.endswith(".mp4")])
 
 
@@ -745,38 +754,34 @@ def test_index_escapes_dicom_values(index_run):
 
 def test_index_groups_by_patient_study_series(index_run):
     _, out = index_run
-    parsed = parse_page(out / "index.html")
-    by_title = {}
-    for figure in parsed.figures:
-        title = next(unquote(r) for r in figure["refs"] if r.endswith(".txt")).removesuffix(".txt")
-        by_title[title] = figure
-    ct = by_title["CT_small"]
+    cards = index_cards(out / "index.html")
+    by_item = {item["title"]: card for card in cards for item in card["items"]}
+    ct = by_item["CT_small"]
     assert ct["h2"] == "Patient CompressedSamples^CT1 — 1CT1"
     assert ct["h3"] == "Study 20040119 e+1"  # StudyDate, StudyDescription
-    assert ct["p"].split() == ["Series", "1"]
-    assert by_title["odd #1 & _b_"]["h2"] == "Patient CompressedSamples^MR1 — 4MR1"
-    assert by_title["SC_rgb_2frame"]["h2"] == "Patient Lestrade^G — ID1"
-    assert by_title["emri_small"]["h2"] == "Patient (no name)"
-    assert by_title["emri_small"]["p"].split() == ["Series", "301"]
-    injected = [title for title, f in by_title.items() if f["h2"] == f"Patient {INJECT_NAME} — X<1>"]
-    assert sorted(injected) == [f"inject/{INJECT_SERIES}", "inject/slice0", "inject/slice1"]
-    for title in injected:
-        assert by_title[title]["h3"] == f"Study 20240101 {INJECT_STUDY}"
-        assert by_title[title]["p"] == f"Series 4 {INJECT_DESCRIPTION}"
-    # each patient heading once
-    h2 = [a for tag, a in parsed.tags if tag == "h2"]
-    assert len(h2) == 6  # CT1, MR1, Lestrade, (no name), injected, and rtplan's (metadata only) patient
-    assert by_title["rtplan"]["h2"] == "Patient Last^First^mid^pre — id00001"
+    assert ct["title"].split() == ["Series", "1"]
+    assert by_item["odd #1 & _b_"]["h2"] == "Patient CompressedSamples^MR1 — 4MR1"
+    assert by_item["SC_rgb_2frame"]["h2"] == "Patient Lestrade^G — ID1"
+    assert by_item["emri_small"]["h2"] == "Patient (no name)"
+    assert by_item["emri_small"]["title"].split() == ["Series", "301"]
+    injected = [card for card in cards if card["h2"] == f"Patient {INJECT_NAME} — X<1>"]
+    assert len(injected) == 1  # the two slices and their series cine: one card
+    assert sorted(item["title"] for item in injected[0]["items"]) == [f"inject/{INJECT_SERIES}", "inject/slice0",
+                                                                      "inject/slice1"]
+    assert injected[0]["h3"] == f"Study 20240101 {INJECT_STUDY}"
+    assert injected[0]["title"] == f"Series 4 {INJECT_DESCRIPTION}"
+    # CT1, MR1, Lestrade, (no name), injected, and rtplan's (metadata only) patient
+    assert len({card["h2"] for card in cards}) == 6
+    assert by_item["rtplan"]["h2"] == "Patient Last^First^mid^pre — id00001"
     page = (out / "index.html").read_text(encoding="utf-8")
     assert page.count("Patient CompressedSamples^CT1") == 1
 
 
 def test_index_shows_summary_facts(index_run):
     _, out = index_run
-    parsed = parse_page(out / "index.html")
-    text = " ".join(parsed.text)
-    assert "128×128" in text and "100×100" in text  # CT_small, SC_rgb_2frame
-    assert re.search(r"Frames\s*10", text)  # emri_small
+    items = {item["title"]: dict(item["facts"]) for card in index_cards(out / "index.html") for item in card["items"]}
+    assert items["CT_small"]["Size"] == "128×128" and items["SC_rgb_2frame"]["Size"] == "100×100"
+    assert items["emri_small"]["Frames"] == "10"
 
 
 def test_no_index_option(tmp_path):

@@ -4,11 +4,12 @@ The inputs (`test_extras.make_index_inputs`: a PNG, colour and grey cines, a
 metadata-only file, a file name needing escaping, and a series whose
 PatientName / StudyDescription / SeriesDescription are HTML injections) are
 converted once with --series --json.  The page is then opened straight from
-disk (file://) and from a server on 127.0.0.1, and must show: no console
-errors, no request outside its own folder, every <img> decoded (natural
-width > 0), every <video> with a decoded frame (readyState >= 2) and the
-duration frames / fps, every link pointing at a file that exists, and the
-injected markup as inert text.
+disk (file://) and from a server on 127.0.0.1, every series card opened and
+stepped through with the keyboard, and it must show: no console errors, no
+request outside its own folder and none but thumbnails before a card opens,
+every picture decoded (natural width > 0), every <video> with a decoded frame
+(readyState >= 2) and the duration frames / fps, every link pointing at a file
+that exists, and the injected markup as inert text.
 
 Skipped when Playwright or /usr/bin/chromium is missing, failed instead with
 REQUIRE_BROWSER=1: see tests/browser.py.
@@ -34,8 +35,8 @@ VIDEO_SECONDS = {
     f"inject/{INJECT_SERIES}.mp4": 2 / 10,  # a series of 2 slices
 }
 
-# Runs in the page once it has loaded: bring every lazy <img> into view until
-# it is decoded, let every <video> reach HAVE_CURRENT_DATA, then report.
+# Runs in the page once it has loaded: bring every lazy thumbnail into view until it is
+# decoded, then report the static page.
 INSPECT = """
 async () => {
   const settle = (ok, events, el, ms) => new Promise(resolve => {
@@ -50,23 +51,45 @@ async () => {
     await settle(() => img.complete, ['load', 'error'], img, 10000);
     images.push({ src: img.getAttribute('src'), url: img.src, width: img.naturalWidth, complete: img.complete });
   }
-  const videos = [];
-  for (const video of document.querySelectorAll('video')) {
-    video.scrollIntoView();
-    await settle(() => video.readyState >= 2, ['loadeddata', 'canplay', 'error'], video, 10000);
-    videos.push({ src: video.getAttribute('src'), url: video.currentSrc, readyState: video.readyState,
-                  duration: video.duration, width: video.videoWidth, controls: video.controls,
-                  error: video.error && video.error.code });
-  }
-  const links = [...document.querySelectorAll('a[href]')].map(a => ({ href: a.getAttribute('href'), url: a.href }));
   return {
-    title: document.title, images, videos, links,
-    scripts: document.querySelectorAll('script').length,
+    title: document.title, images, cards: document.querySelectorAll('button[data-series]').length,
+    media: document.querySelectorAll('video, audio').length,
     injected: ['injected', 'injected-study'].filter(id => document.getElementById(id) !== null),
     imgX: document.querySelectorAll('img[src="x"]').length,
     text: document.body.innerText,
     h2: [...document.querySelectorAll('h2')].map(h => h.textContent),
   };
+}
+"""
+
+# Runs with the viewer open: what it shows now, once its picture is decoded or its video
+# or sound has data.
+SHOWN = """
+async () => {
+  const settle = (ok, events, el, ms) => new Promise(resolve => {
+    if (ok()) return resolve(true);
+    const done = () => { if (ok()) { clearTimeout(timer); resolve(true); } };
+    const timer = setTimeout(() => resolve(ok()), ms);
+    for (const e of events) el.addEventListener(e, done);
+  });
+  const el = [...document.querySelectorAll('#viewer-stage img, #viewer-stage video, #viewer-stage audio')]
+    .find(e => !e.hidden && e.getAttribute('src'));  // the one element in use
+  const shown = { series: document.getElementById('viewer-series').textContent,
+                  title: document.getElementById('viewer-title').textContent,
+                  facts: document.getElementById('viewer-facts').innerText,
+                  excerpt: document.getElementById('viewer-excerpt').textContent,
+                  links: [...document.querySelectorAll('#viewer-links a')].map(a => ({ href: a.getAttribute('href'), url: a.href })),
+                  tag: el ? el.tagName.toLowerCase() : null };
+  if (el && el.tagName === 'IMG') {
+    await settle(() => el.complete, ['load', 'error'], el, 10000);
+    Object.assign(shown, { src: el.getAttribute('src'), url: el.src, width: el.naturalWidth, complete: el.complete });
+  } else if (el) {
+    await settle(() => el.readyState >= (el.tagName === 'VIDEO' ? 2 : 1), ['loadeddata', 'loadedmetadata', 'canplay', 'error'], el, 10000);
+    Object.assign(shown, { src: el.getAttribute('src'), url: el.currentSrc, readyState: el.readyState,
+                           duration: el.duration, width: el.videoWidth || 0, controls: el.controls,
+                           error: el.error && el.error.code });
+  }
+  return shown;
 }
 """
 
@@ -91,10 +114,12 @@ def chromium():
 
 
 def open_index(chromium, url: str) -> dict:
-    """Load `url` in a fresh page; return what INSPECT saw plus the console errors
-    (text and the URL they are about), dialogs and requested URLs."""
+    """Load `url` in a fresh page, look at it (INSPECT), then open every series card and step
+    through its items with the keyboard (SHOWN for each); return what was seen, with the
+    console errors (text and the URL they are about), dialogs, and the URLs requested
+    before and after the first card was opened."""
     page = chromium.new_page(viewport={"width": 1280, "height": 900})
-    seen: dict = {"errors": [], "dialogs": [], "requests": []}
+    seen: dict = {"errors": [], "dialogs": [], "requests": [], "shown": []}
     page.on("console", lambda m: seen["errors"].append((m.text, m.location.get("url", "")))
             if m.type == "error" else None)
     page.on("pageerror", lambda e: seen["errors"].append((str(e), "")))
@@ -109,6 +134,15 @@ def open_index(chromium, url: str) -> dict:
         response = page.goto(url, wait_until="load", timeout=30_000)
         seen["status"] = response.status if response is not None else None
         seen.update(page.evaluate(INSPECT))
+        seen["first_requests"] = list(seen["requests"])
+        for card in range(seen["cards"]):
+            page.click(f'button[data-series="{card}"]')
+            count = int(page.get_attribute("#viewer-slider", "max"))
+            for number in range(count):
+                seen["shown"].append(page.evaluate(SHOWN))
+                if number + 1 < count:
+                    page.keyboard.press("ArrowDown")
+            page.keyboard.press("Escape")
         page.wait_for_timeout(200)  # a late onerror / dialog would show up here
     finally:
         page.close()
@@ -126,6 +160,12 @@ def served_exists(url: str) -> bool:
         return response.status == 200 and len(response.read()) > 0
 
 
+def targets(seen: dict) -> list[str]:
+    """Every URL the page and its viewer pointed at."""
+    return [i["url"] for i in seen["images"]] + [s["url"] for s in seen["shown"] if s["tag"]] \
+        + [a["url"] for s in seen["shown"] for a in s["links"]]
+
+
 @pytest.fixture(scope="module")
 def from_disk(site, chromium) -> tuple[dict, str]:
     base = site.as_uri() + "/"
@@ -137,10 +177,7 @@ def served(site, chromium):
     with browser.serve(site) as url:
         seen = open_index(chromium, url + "/index.html")
         assert seen["status"] == 200
-        # links are checked while the server still runs
-        targets = [i["url"] for i in seen["images"]] + [v["url"] for v in seen["videos"]] \
-            + [a["url"] for a in seen["links"]]
-        seen["missing"] = [t for t in targets if not served_exists(t)]
+        seen["missing"] = [t for t in targets(seen) if not served_exists(t)]  # while the server still runs
         yield seen, url + "/"
 
 
@@ -156,34 +193,43 @@ def check_index(seen: dict, base: str) -> None:
     assert seen["title"] == "DICOM conversion"
     outside = [u for u in seen["requests"] if not u.startswith(base)]
     assert outside == []  # nothing from the network, nothing outside the output folder
-
+    # until a card is opened, the page loads only its thumbnails: no full-size output
+    loaded = sorted(unquote(u[len(base):]) for u in seen["first_requests"] if u != base + "index.html")
+    assert loaded and all(u.startswith(".thumbs/") for u in loaded), loaded
+    assert seen["media"] == 0 and len(seen["images"]) <= seen["cards"]
     for image in seen["images"]:
         assert image["complete"] and image["width"] > 0, image
-    assert sorted(unquote(i["src"]) for i in seen["images"]) == sorted([
-        "CT_small.png", "odd #1 & _b_.png", "inject/slice0.png", "inject/slice1.png",
-        "SC_rgb_2frame.gif", "emri_small.gif", f"inject/{INJECT_SERIES}.gif"])
-    widths = {unquote(i["src"]): i["width"] for i in seen["images"]}
-    assert widths["CT_small.png"] == 128 and widths["odd #1 & _b_.png"] == 64 and widths["emri_small.gif"] == 64
 
-    videos = {unquote(v["src"]): v for v in seen["videos"]}
+    shown = {s["title"]: s for s in seen["shown"]}
+    pictures = {title: s for title, s in shown.items() if s["tag"] == "img"}
+    assert sorted(unquote(s["src"]) for s in pictures.values()) == sorted([
+        "CT_small.png", "odd #1 & _b_.png", "inject/slice0.png", "inject/slice1.png"])
+    for picture in pictures.values():
+        assert picture["complete"] and picture["width"] > 0, picture
+    assert pictures["CT_small"]["width"] == 128 and pictures["odd #1 & _b_"]["width"] == 64
+    videos = {unquote(s["src"]): s for s in shown.values() if s["tag"] == "video"}
     assert set(videos) == set(VIDEO_SECONDS)
     for src, video in videos.items():
         assert video["error"] is None and video["controls"], video
         assert video["readyState"] >= 2, video
         assert video["duration"] == pytest.approx(VIDEO_SECONDS[src], abs=0.02), video
+    assert shown["rtplan"]["tag"] is None and "metadata only" in shown["rtplan"]["facts"]
 
-    # a .txt and a .json for each of the 7 files, a .txt for the series
-    assert len(seen["links"]) == 2 * 7 + 1
-    assert sorted(unquote(a["href"]) for a in seen["links"] if "inject/" in a["href"]) == [
-        f"inject/{INJECT_SERIES}.txt", "inject/slice0.json", "inject/slice0.txt",
-        "inject/slice1.json", "inject/slice1.txt"]
-    for url in [i["url"] for i in seen["images"]] + [v["url"] for v in seen["videos"]] + [a["url"] for a in seen["links"]]:
+    # each file's viewer links its .txt and .json and its pictures; the series, its .txt, GIF and MP4
+    links = sorted(unquote(a["href"]) for s in seen["shown"] for a in s["links"])
+    assert len(links) == len(set(links))
+    assert [link for link in links if link.startswith("inject/")] == sorted([
+        f"inject/{INJECT_SERIES}.txt", f"inject/{INJECT_SERIES}.gif", f"inject/{INJECT_SERIES}.mp4",
+        "inject/slice0.json", "inject/slice0.txt", "inject/slice0.png",
+        "inject/slice1.json", "inject/slice1.txt", "inject/slice1.png"])
+    for url in targets(seen):
         assert url.startswith(base), url
 
     # injected markup stays text
-    assert seen["scripts"] == 0 and seen["injected"] == [] and seen["imgX"] == 0
+    assert seen["injected"] == [] and seen["imgX"] == 0
     for value in (INJECT_NAME, INJECT_DESCRIPTION, INJECT_STUDY):
         assert value in seen["text"]
+    assert f"Series 4 {INJECT_DESCRIPTION}" in {s["series"] for s in seen["shown"]}  # the viewer's heading too
     assert f"Patient {INJECT_NAME} — X<1>" in seen["h2"]
 
 
@@ -191,8 +237,7 @@ def test_index_from_disk(from_disk):
     seen, base = from_disk
     assert seen["errors"] == []
     check_index(seen, base)
-    targets = [i["url"] for i in seen["images"]] + [v["url"] for v in seen["videos"]] + [a["url"] for a in seen["links"]]
-    assert [t for t in targets if not from_disk_exists(t)] == []
+    assert [t for t in targets(seen) if not from_disk_exists(t)] == []
 
 
 def test_index_from_a_local_server(served):
@@ -205,6 +250,39 @@ def test_index_from_a_local_server(served):
 def test_index_from_a_local_server_logs_no_console_error(served):
     seen, _ = served
     assert seen["errors"] == []
+
+
+def test_a_series_scrolls_to_slice_n_with_the_keyboard(tmp_path, chromium):
+    """A series of 5 slices (CT_small copied, each its own Instance Number and position):
+    its card shows the middle slice's thumbnail; opened, End then ArrowUp shows slice 4's PNG."""
+    import pydicom
+
+    from conftest import testdata
+
+    (tmp_path / "in").mkdir()
+    for number in range(1, 6):
+        ds = pydicom.dcmread(testdata("CT_small.dcm"))
+        ds.InstanceNumber, ds.SOPInstanceUID = number, f"{ds.SOPInstanceUID}.{number}"
+        ds.ImagePositionPatient = [0, 0, 5.0 * (6 - number)]  # files named against position order
+        ds.save_as(tmp_path / "in" / f"IM{number}.dcm")
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "out")
+    assert run.returncode == 0, run.stdout + run.stderr
+    with browser.serve(tmp_path / "out") as url:
+        page = chromium.new_page()
+        try:
+            page.goto(url + "/index.html", wait_until="load")
+            assert page.get_attribute("img.thumb", "src") == ".thumbs/IM3.jpg"  # the middle of five
+            page.focus('button[data-series="0"]')
+            page.keyboard.press("Enter")
+            first = page.get_attribute("#viewer-stage img", "src")
+            page.keyboard.press("End")
+            page.keyboard.press("ArrowUp")
+            fourth = page.get_attribute("#viewer-stage img", "src")
+            assert page.get_attribute("#viewer-slider", "aria-valuetext") == "image 4 of 5"
+        finally:
+            page.close()
+    # in slice order along the normal: IM5 (z = 5) first, IM2 (z = 20) fourth
+    assert (first, fourth) == ("IM5.png", "IM2.png")
 
 
 # -----------------------------------------------------------------------------
@@ -245,37 +323,18 @@ def kinds_site(tmp_path_factory) -> Path:
 def test_each_kind_shows_in_the_index(kinds_site, chromium):
     with browser.serve(kinds_site) as url:
         seen = open_index(chromium, url + "/index.html")
-        targets = [i["url"] for i in seen["images"]] + [v["url"] for v in seen["videos"]] + \
-            [a["url"] for a in seen["links"]]
-        assert [t for t in targets if not served_exists(t)] == []
+        assert [t for t in targets(seen) if not served_exists(t)] == []
     assert [e for e in seen["errors"] if not is_favicon_404(e)] == []
-    images = {unquote(i["src"]): i for i in seen["images"]}
-    for name in ("eCT_Supplemental.png", "liver.png", "rtdose.png", "slide.png"):  # sheets, the slide
-        assert images[name]["complete"] and images[name]["width"] > 0, images.get(name)
-    assert images["slide.png"]["width"] == 400
-    videos = {unquote(v["src"]): v for v in seen["videos"]}
-    assert videos["scope.mp4"]["readyState"] >= 2 and videos["scope.mp4"]["duration"] == pytest.approx(1.0, abs=0.05)
-    assert videos["eCT_Supplemental.mp4"]["readyState"] >= 2
-    assert "report.pdf" in [unquote(a["href"]) for a in seen["links"]]
-    assert "1 Liver (sRGB 217,130,101)" in seen["text"] and "slices, not time" in seen["text"]
-    assert images["waveform_ecg.png"]["complete"] and images["waveform_ecg.png"]["width"] > 0
-    hrefs = [unquote(a["href"]) for a in seen["links"]]
-    assert {"test-SR.html", "waveform_ecg.csv", "waveform_ecg_median.png"} <= set(hrefs)
-    assert "A mass of 3 cm was detected." in seen["text"]  # the report's first lines
-
-
-def test_the_voice_recording_plays_in_the_index(kinds_site, chromium):
-    with browser.serve(kinds_site) as url:
-        page = chromium.new_page()
-        try:
-            page.goto(url + "/index.html", wait_until="load")
-            duration = page.evaluate("""() => new Promise((done, fail) => {
-                const audio = document.querySelector('audio[src="voice.wav"]');
-                if (audio.readyState >= 1) return done(audio.duration);
-                audio.addEventListener('loadedmetadata', () => done(audio.duration));
-                audio.addEventListener('error', () => fail(String(audio.error && audio.error.code)));
-                audio.load();
-            })""")
-        finally:
-            page.close()
-    assert duration == pytest.approx(0.5, abs=0.01)
+    shown = {s["title"]: s for s in seen["shown"]}
+    for name in ("slide", "waveform_ecg"):  # the stitched slide, the ECG page
+        assert shown[name]["tag"] == "img" and shown[name]["complete"] and shown[name]["width"] > 0, shown[name]
+    assert shown["slide"]["width"] == 400
+    # a volume, a segmentation and a dose scroll in their MP4s; a video plays
+    for name in ("eCT_Supplemental", "liver", "rtdose", "scope"):
+        assert shown[name]["tag"] == "video" and shown[name]["readyState"] >= 2, shown[name]
+    assert shown["scope"]["duration"] == pytest.approx(1.0, abs=0.05)
+    assert shown["voice"]["tag"] == "audio" and shown["voice"]["duration"] == pytest.approx(0.5, abs=0.01)
+    hrefs = {unquote(a["href"]) for s in seen["shown"] for a in s["links"]}
+    assert {"report.pdf", "test-SR.html", "waveform_ecg.csv", "waveform_ecg_median.png"} <= hrefs
+    assert "1 Liver (sRGB 217,130,101)" in shown["liver"]["facts"] and "slices, not time" in shown["eCT_Supplemental"]["facts"]
+    assert "A mass of 3 cm was detected." in shown["test-SR"]["excerpt"]  # the report's first lines

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import dicom_converter as dc, run_cli, testdata
+from conftest import dicom_converter as dc, index_cards, run_cli, testdata
 
 
 @pytest.mark.parametrize("lab, rgb", [
@@ -40,8 +40,10 @@ def test_a_binary_segmentation_is_its_colour_on_black_in_slice_order(tmp_path):
         assert np.array_equal(png, masks[frame][..., None] * colour), shown
     text = (tmp_path / "liver.txt").read_text(encoding="utf-8")
     assert "Slices                 3" in text
-    page = (tmp_path / "index.html").read_text(encoding="utf-8")  # the sheet as thumbnail, the legend beside
-    assert 'src="liver.png"' in page and "1 Liver (sRGB 217,130,101)" in page and "<dt>Slices</dt><dd>3," in page
+    (card,) = index_cards(tmp_path / "index.html")  # its card opens the sheet, the legend and slices beside
+    ((item,),) = [card["items"]]
+    assert item["image"] == "liver.png" and card["thumb"] == ".thumbs/liver.jpg"
+    assert "1 Liver (sRGB 217,130,101)" in dict(item["facts"])["Display"] and dict(item["facts"])["Slices"].startswith("3,")
 
 
 def test_a_fractional_segmentation_by_opacity(tmp_path):
@@ -135,8 +137,9 @@ def test_a_segmentation_is_drawn_over_the_images_it_segments_in_the_same_run(tmp
         png = np.asarray(Image.open(tmp_path / "out" / "liver_frames" / f"{shown:04d}.png")).astype(np.float32)
         assert np.abs(png - expected).max() <= 1, shown
         assert masks[frame].any() and (png[masks[frame] == 0] == ct[masks[frame] == 0][:, None]).all()
-    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
-    assert page.count('src="liver.png"') == 1 and "over the images it segments" in page
+    items = [item for card in index_cards(tmp_path / "out" / "index.html") for item in card["items"]]
+    (liver,) = [item for item in items if item.get("image") == "liver.png"]  # once: the overlaid result
+    assert "over the images it segments" in dict(liver["facts"])["Display"]
     assert len(cts) == 3
 
 

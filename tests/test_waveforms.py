@@ -13,7 +13,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import dicom_converter as w
-from conftest import run_cli
+from conftest import index_cards, run_cli
 
 PX = w.PX_PER_MM
 MINOR, MAJOR = np.array(w.GRID_MINOR), np.array(w.GRID_MAJOR)
@@ -445,8 +445,9 @@ def test_an_ecg_becomes_paper_a_median_page_and_a_csv(tmp_path):
     with open(out / "waveform_ecg.csv", encoding="utf-8") as f:
         head = next(csv.reader(f))
     assert head[:3] == ["time (s)", "I (µV)", "II (µV)"]
-    index = (out / "index.html").read_text()
-    assert '<a href="waveform_ecg_median.png">median beat</a>' in index and 'href="waveform_ecg.csv"' in index
+    ((item,),) = [card["items"] for card in index_cards(out / "index.html")]
+    assert item["image"] == "waveform_ecg.png"
+    assert ["median beat", "waveform_ecg_median.png"] in item["links"] and ["csv", "waveform_ecg.csv"] in item["links"]
 
 
 def test_audio_becomes_a_wav_in_the_index_and_is_withheld_under_redact(tmp_path):
@@ -455,7 +456,8 @@ def test_audio_becomes_a_wav_in_the_index_and_is_withheld_under_redact(tmp_path)
     assert run.returncode == 0 and "Basic Voice Audio as WAV" in run.stdout, run.stdout + run.stderr
     with wave.open(str(tmp_path / "out" / "voice.wav"), "rb") as wav:
         assert np.array_equal(np.frombuffer(wav.readframes(4000), "<i2"), w.g711_to_linear(codes[:, 0], "MB"))
-    assert '<audio controls preload="metadata" src="voice.wav"></audio>' in (tmp_path / "out" / "index.html").read_text()
+    ((item,),) = [card["items"] for card in index_cards(tmp_path / "out" / "index.html")]
+    assert item["audio"] == "voice.wav"
     run = run_cli(tmp_path / "voice.dcm", "-o", tmp_path / "redacted", "--redact")
     assert run.returncode == 0 and "the Basic Voice Audio is withheld" in run.stdout, run.stdout + run.stderr
     assert not list((tmp_path / "redacted").glob("*.wav"))

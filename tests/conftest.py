@@ -41,6 +41,16 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's Chromium through Playwright, one per test module (see tests/browser.py)."""
+    import browser
+
+    browser.require_browser()
+    with browser.chromium() as instance:
+        yield instance
+
+
 @pytest.fixture
 def converter():
     return dicom_converter

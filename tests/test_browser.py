@@ -140,13 +140,6 @@ SMALL_GIF = 64  # --gif-max-size for the scaled-GIF run
 
 
 @pytest.fixture(scope="module")
-def chromium():
-    browser.require_browser()
-    with browser.chromium() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
 def site(chromium, tmp_path_factory):
     """All clips converted by the CLI (plus the grey clip's GIF at --gif-max-size 64 in small/), served."""
     root = tmp_path_factory.mktemp("browser")

@@ -35,16 +35,20 @@ VIDEO_SECONDS = {
     f"inject/{INJECT_SERIES}.mp4": 2 / 10,  # a series of 2 slices
 }
 
+# Waits until ok() holds, one of `events` fires on `el` and ok() holds, or `ms` pass.
+SETTLE = """
+const settle = (ok, events, el, ms) => new Promise(resolve => {
+  if (ok()) return resolve(true);
+  const done = () => { if (ok()) { clearTimeout(timer); resolve(true); } };
+  const timer = setTimeout(() => resolve(ok()), ms);
+  for (const e of events) el.addEventListener(e, done);
+});
+"""
+
 # Runs in the page once it has loaded: bring every lazy thumbnail into view until it is
 # decoded, then report the static page.
 INSPECT = """
 async () => {
-  const settle = (ok, events, el, ms) => new Promise(resolve => {
-    if (ok()) return resolve(true);
-    const done = () => { if (ok()) { clearTimeout(timer); resolve(true); } };
-    const timer = setTimeout(() => resolve(ok()), ms);
-    for (const e of events) el.addEventListener(e, done);
-  });
   const images = [];
   for (const img of document.images) {
     img.scrollIntoView();
@@ -66,12 +70,6 @@ async () => {
 # or sound has data.
 SHOWN = """
 async () => {
-  const settle = (ok, events, el, ms) => new Promise(resolve => {
-    if (ok()) return resolve(true);
-    const done = () => { if (ok()) { clearTimeout(timer); resolve(true); } };
-    const timer = setTimeout(() => resolve(ok()), ms);
-    for (const e of events) el.addEventListener(e, done);
-  });
   const el = [...document.querySelectorAll('#viewer-stage img, #viewer-stage video, #viewer-stage audio')]
     .find(e => !e.hidden && e.getAttribute('src'));  // the one element in use
   const shown = { series: document.getElementById('viewer-series').textContent,
@@ -106,13 +104,6 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    browser.require_browser()
-    with browser.chromium() as instance:
-        yield instance
-
-
 def open_index(chromium, url: str) -> dict:
     """Load `url` in a fresh page, look at it (INSPECT), then open every series card and step
     through its items with the keyboard (SHOWN for each); return what was seen, with the
@@ -133,6 +124,7 @@ def open_index(chromium, url: str) -> dict:
     try:
         response = page.goto(url, wait_until="load", timeout=30_000)
         seen["status"] = response.status if response is not None else None
+        page.evaluate(f"() => {{ window.settle = (() => {{ {SETTLE} return settle; }})(); }}")
         seen.update(page.evaluate(INSPECT))
         seen["first_requests"] = list(seen["requests"])
         for card in range(seen["cards"]):

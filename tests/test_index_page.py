@@ -197,13 +197,6 @@ def test_a_card_without_thumbnail_or_links():
 # -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def chromium():
-    browser.require_browser()
-    with browser.chromium() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
 def served(site):
     with browser.serve(site) as url:
         yield url + "/"

@@ -885,8 +885,8 @@ def test_redact_output_names_hold_no_names_or_ids(redact_run):
 
 def test_redact_outputs_hold_no_identifying_values(redact_run):
     _, _, out = redact_run
-    texts = [p for p in out.rglob("*") if p.suffix in (".txt", ".json", ".html")]
-    assert len(texts) == 2 * 8 + 1  # .txt and .json of 8 files, index.html
+    texts = [p for p in out.rglob("*") if p.suffix in (".txt", ".json", ".html", ".csv")]
+    assert len(texts) == 2 * 8 + 2  # .txt and .json of 8 files, index.html, manifest.csv
     searched = phi_strings() + [v for values in REAL_PHI.values() for v in values]
     for path in texts:
         raw = path.read_bytes()

@@ -48,7 +48,7 @@ def copy_deid_inputs(folder: Path) -> Path:
 
 
 def text_outputs(out: Path) -> bytes:
-    return b"\n".join(p.read_bytes() for p in sorted(out.rglob("*")) if p.suffix in (".txt", ".json", ".html"))
+    return b"\n".join(p.read_bytes() for p in sorted(out.rglob("*")) if p.suffix in (".txt", ".json", ".html", ".csv"))
 
 
 def identifying_values(path: Path) -> dict[str, set[str]]:

@@ -5950,8 +5950,9 @@ def _series_sort_key(item) -> tuple:
 
 
 def _index_series(number: str, description: str, results: list[Result], output: Path) -> dict:
-    """One series card: its items in slice order, the middle one's thumbnail as its picture."""
-    results = sorted(results, key=slice_order)
+    """One series card: its --series cine first, then its items in slice order; the middle
+    one's thumbnail as its picture."""
+    results = sorted(results, key=lambda result: (result.status != "series", slice_order(result)))
     pictured = [r for r in results if r.record.get("thumbnail")]
     middle = pictured[len(pictured) // 2] if pictured else None
     first = results[0].record

@@ -273,6 +273,11 @@ def output_stem(name: str) -> str:
 OUTPUT_SUFFIXES = (".png", "_median.png", ".gif", ".mp4", ".h264.mp4", ".csv", ".wav", ".html",
                    ".pdf", ".xml", ".stl", ".obj", ".mtl", ".json", ".txt")  # the .txt last
 FRAMES_SUFFIX = "_frames"  # --frames writes STEM_frames/0001.png …
+# What one output suffix holds more than another that it ends with (".h264" of ".h264.mp4" and
+# ".mp4"): the stems whose outputs could be another stem's.  Checked per stem, so planning keeps
+# one key per file, not one per output.
+OUTPUT_INFIXES = tuple(sorted({a[:-len(b)] for a in OUTPUT_SUFFIXES for b in OUTPUT_SUFFIXES
+                               if a != b and a.endswith(b)}))
 
 
 def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path, Path, str]]:
@@ -295,16 +300,18 @@ def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path
     inputs = {name_key(path) for path in files}
     needed_folders = {name_key(folder) for out in folders.values() for folder in (out, *out.parents)}
     taken: set[str] = set()
-    # every output name of the stems given out (``a.h264`` + ``.mp4`` is ``a.h264.mp4``), and the index page's
-    taken_files: set[str] = {name_key(output / "index.html")}
-
-    def files_of(stem: Path) -> list[str]:
-        return [name_key(f"{stem}{suffix}") for suffix in OUTPUT_SUFFIXES]
+    reserved = {name_key(output / "index.html"), name_key(output / "manifest.csv")}  # the run's own
 
     def clashes(stem: Path) -> bool:
         frames = name_key(f"{stem}{FRAMES_SUFFIX}")
-        return (name_key(stem) in taken or frames in needed_folders or frames in inputs
-                or any(key in inputs or key in needed_folders or key in taken_files for key in files_of(stem)))
+        key = name_key(stem)
+        outputs = [name_key(f"{stem}{suffix}") for suffix in OUTPUT_SUFFIXES]
+        return (key in taken or frames in needed_folders or frames in inputs
+                or any(out in inputs or out in needed_folders or out in reserved for out in outputs)
+                # another stem's outputs on ours: ``a`` + ``.h264.mp4`` is ``a.h264`` + ``.mp4``
+                or any(name_key(f"{stem}{infix}") in taken or (key.endswith(infix.casefold())
+                                                                and key[:-len(infix)] in taken)
+                       for infix in OUTPUT_INFIXES))
 
     planned = []
     for path in sorted(files):
@@ -315,7 +322,6 @@ def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path
             n += 1
             candidate = f"{stem}_{n}"
         taken.add(name_key(folder / candidate))
-        taken_files.update(files_of(folder / candidate))
         note = f"output renamed to {candidate} (name {stem} already taken)" if n > 1 else ""
         planned.append((path, folder / candidate, note))
     return planned
@@ -6382,7 +6388,10 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
     if not dicom_files and not interrupted:
         log.line(f"no DICOM files found in {input_path}")
     if not interrupted:
-        rows = [manifest_row(result, base, output, bool(options.redact_salt)) for result in finished + unfinished]
+        # rows made one at a time, in order: no second copy of every file's state
+        redacted = bool(options.redact_salt)
+        ordered = sorted(finished + unfinished, key=lambda result: manifest_key(result, base, output, redacted))
+        rows = (manifest_row(result, base, output, redacted) for result in ordered)
         if batch.shard is None:
             log.line(f"manifest   {display_name(write_manifest(output, rows), output)}")
             if batch.index and finished:
@@ -6437,13 +6446,7 @@ def manifest_row(result: Result, base: Path, output: Path, redacted: bool) -> di
     import json
 
     record = result.record
-    outputs = [path.relative_to(output).as_posix() for path in result.outputs]
-    if result.status == "series" or (redacted and result.outputs):
-        name = outputs[-1].rsplit(".", 1)[0]
-    elif redacted:
-        name = "(input name withheld under --redact)"
-    else:
-        name = display_name(result.source, base).replace(os.sep, "/")
+    name, outputs = manifest_key(result, base, output, redacted)
     reason = result.message if result.status in ("failed", "skipped") else ""
     values = {
         "input": name, "status": result.status, "reason": reason, "outputs": json.dumps(outputs, ensure_ascii=False),
@@ -6459,8 +6462,18 @@ def manifest_row(result: Result, base: Path, output: Path, redacted: bool) -> di
     return {column: str(values[column]) for column in MANIFEST_COLUMNS}
 
 
-def write_manifest(output: Path, rows: list[dict[str, str]]) -> Path:
-    """``OUTPUT/manifest.csv``: a row per input, sorted by input, written atomically.  CSV
+def manifest_key(result: Result, base: Path, output: Path, redacted: bool) -> tuple[str, list[str]]:
+    """How the manifest names an input, and its outputs (relative to OUTPUT): the rows' order."""
+    outputs = [path.relative_to(output).as_posix() for path in result.outputs]
+    if result.status == "series" or (redacted and result.outputs):
+        return outputs[-1].rsplit(".", 1)[0], outputs
+    if redacted:
+        return "(input name withheld under --redact)", outputs
+    return display_name(result.source, base).replace(os.sep, "/"), outputs
+
+
+def write_manifest(output: Path, rows: Iterable[dict[str, str]]) -> Path:
+    """``OUTPUT/manifest.csv``: a row per input, in the order given (by input), written atomically.  CSV
     rather than JSON Lines: a researcher filters it in a spreadsheet or with pandas, and
     every value is flat (the outputs column is a JSON list, since names may hold any
     character)."""
@@ -6470,7 +6483,7 @@ def write_manifest(output: Path, rows: list[dict[str, str]]) -> Path:
         with open(stage(".csv"), "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
             writer.writeheader()
-            writer.writerows(sorted(rows, key=lambda row: (row["input"], row["outputs"])))
+            writer.writerows(rows)
     return finals[0]
 
 
@@ -6478,7 +6491,7 @@ def shard_part(output: Path, shard: tuple[int, int]) -> Path:
     return output / SHARDS_FOLDER / f"part-{shard[0]}-of-{shard[1]}.jsonl"
 
 
-def write_shard_part(output: Path, shard: tuple[int, int], rows: list[dict], finished: list[Result]) -> None:
+def write_shard_part(output: Path, shard: tuple[int, int], rows: Iterable[dict], finished: list[Result]) -> None:
     """This shard's manifest rows and what the index needs of its results, one JSON object a
     line, renamed into place only when whole (a shard that dies leaves no part)."""
     import json
@@ -6521,6 +6534,7 @@ def merge_shards(output: Path, count: int, quiet: bool = False, index: bool = Tr
                                            [output / name for name in item["outputs"]], item["message"],
                                            item["record"]))
     finished.sort(key=lambda result: [path.as_posix() for path in result.outputs])
+    rows.sort(key=lambda row: (row["input"], json.loads(row["outputs"])))
     write_manifest(output, rows)
     if index and finished:
         write_index(output, finished)

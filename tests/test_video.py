@@ -343,6 +343,14 @@ def test_an_input_named_like_a_transcode_does_not_take_its_name(tmp_path):
     planned = dicom_converter.plan_outputs(inputs, tmp_path, tmp_path / "out")
     stems = {path.name: stem.name for path, stem, _ in planned}
     assert stems == {"a.dcm": "a", "a.h264": "a.h264_2"}
+    # the other way round (an upper-case name sorts first), and a median page: the same
+    planned = dicom_converter.plan_outputs([tmp_path / "A.h264", tmp_path / "a.dcm", tmp_path / "B_median",
+                                            tmp_path / "b"], tmp_path, tmp_path / "out")
+    stems = {path.name: stem.name for path, stem, _ in planned}
+    assert stems == {"A.h264": "A.h264", "a.dcm": "a_2", "B_median": "B_median", "b": "b_2"}
+    # and nothing takes the run's own index.html or manifest.csv
+    planned = dicom_converter.plan_outputs([tmp_path / "index.dcm", tmp_path / "manifest"], tmp_path, tmp_path / "out")
+    assert [stem.name for _, stem, _ in planned] == ["index_2", "manifest_2"]
 
 
 def test_redact_blanks_outside_the_ultrasound_regions_by_reencoding(tmp_path):

@@ -6786,7 +6786,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--shard cannot be used with --redact yet (each run replaces UIDs with its own secret)")
     if args.merge_shards is not None and args.merge_shards < 1:
         parser.error("--merge-shards N needs N >= 1")
-    if not input_path.exists():
+    if not input_path.exists() and args.merge_shards is None:  # a merge reads only OUTPUT
         parser.error(f"input path does not exist: {input_path}")
     options = Options(
         eight_bit=args.eight_bit,

@@ -90,8 +90,13 @@ def test_merging_before_every_shard_is_done_says_which_are_missing(tmp_path):
     run = run_cli(inp, "-o", tmp_path / "out", "--shard", "1/2")
     assert run.returncode == 0 and "merged" not in run.stdout, run.stdout + run.stderr
     assert not (tmp_path / "out" / "manifest.csv").exists()
-    merge = run_cli("-o", tmp_path / "out", "--merge-shards", "2")
+    merge = run_cli("-o", tmp_path / "out", "--merge-shards", "2", cwd=tmp_path)  # no input needed
     assert merge.returncode == 1 and "part-2-of-2.jsonl not written yet" in merge.stderr
+    run = run_cli(inp, "-o", tmp_path / "out", "--shard", "2/2")
+    assert run.returncode == 0 and "merged     2 shards" in run.stdout, run.stdout + run.stderr
+    merge = run_cli("-o", tmp_path / "out", "--merge-shards", "2", cwd=tmp_path)
+    assert merge.returncode == 0 and "merged 2 shards" in merge.stdout, merge.stdout + merge.stderr
+    assert (tmp_path / "out" / "manifest.csv").is_file() and (tmp_path / "out" / "index.html").is_file()
 
 
 @pytest.mark.parametrize("bad", ["0/3", "4/3", "a/b", "3"])

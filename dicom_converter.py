@@ -4056,7 +4056,7 @@ def write_report(job: Conversion, kind: str) -> None:
 
     from pydicom.uid import UID
 
-    shown = as_shown(job.ds, job.options)
+    shown = job.shown
     page_path = job.output(".html")  # staged in the folder the page ends up in
     links = dict(job.links)
     linked = set()
@@ -4761,7 +4761,7 @@ def write_waveform(job: Conversion, kind: str) -> None:
         job.rendering["Display"] = f"{name} as WAV"
         job.rendering["Output"] = "WAV 16-bit PCM"
         return
-    shown = as_shown(ds, options)
+    shown = job.shown
     main, median = main_and_median(waveform_groups(ds))
     on_paper = is_ecg(ds, main)
     channels = main.values.shape[1]
@@ -5216,15 +5216,13 @@ def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...
         check_image_attributes(ds)
     kind = object_kind(ds)
     with staged_outputs(stem) as (output, finals):
-        job = Conversion(source, ds, options, plan, output, rendering, images, links, stem=stem)
+        shown = as_shown(ds, options)  # de-identified once, for the writers and the text outputs
+        job = Conversion(source, ds, options, plan, output, rendering, images, links, stem=stem, shown=shown)
         if plan is not None and plan.action == "withhold":
             rendering["Display"] = f"metadata only (--redact: image withheld, {plan.reason})"
         else:
             WRITERS[kind](job, kind)
-        shown = as_shown(ds, options)
         if options.write_json:
-            import json
-
             write_text(json.dumps(json_dataset(shown), indent=1, ensure_ascii=False, allow_nan=False),
                        output(".json"))
         write_text(metadata_text(shown, rendering, job.report), output(".txt"))
@@ -5251,6 +5249,7 @@ class Conversion:
     links: tuple[tuple[str, Path], ...] = ()  # a report's references: (SOP Instance UID, this run's output)
     report: str = ""  # a structured report's text, for the .txt
     stem: Path | None = None  # where the outputs go: OUTPUT/sub/STEM
+    shown: Dataset | None = None  # `ds` as the outputs show it (de-identified under --redact)
     thumbnail_file: Path | None = None  # the index page's picture of it, once written
 
     def thumbnail(self, frame: np.ndarray) -> None:
@@ -6443,8 +6442,6 @@ def manifest_row(result: Result, base: Path, output: Path, redacted: bool) -> di
     """One input's row of the manifest.  Under --redact the input is named by its output
     stem (whose folders `redact_names` cleaned), and every attribute comes from the
     de-identified record, so the manifest holds nothing the outputs do not."""
-    import json
-
     record = result.record
     name, outputs = manifest_key(result, base, output, redacted)
     reason = result.message if result.status in ("failed", "skipped") else ""
@@ -6494,8 +6491,6 @@ def shard_part(output: Path, shard: tuple[int, int]) -> Path:
 def write_shard_part(output: Path, shard: tuple[int, int], rows: Iterable[dict], finished: list[Result]) -> None:
     """This shard's manifest rows and what the index needs of its results, one JSON object a
     line, renamed into place only when whole (a shard that dies leaves no part)."""
-    import json
-
     part = shard_part(output, shard)
     with staged_outputs(part.with_suffix("")) as (stage, _):
         with open(stage(".jsonl"), "w", encoding="utf-8", newline="\n") as f:
@@ -6512,8 +6507,6 @@ def merge_shards(output: Path, count: int, quiet: bool = False, index: bool = Tr
     """``--merge-shards N``: join the parts of N shards into ``manifest.csv`` and
     ``index.html``, as a single run writes them.  Any shard may do it (the last to finish
     does); doing it twice writes the same files."""
-    import json
-
     output = output.resolve()
     parts = [shard_part(output, (k, count)) for k in range(1, count + 1)]
     missing = [part.name for part in parts if not part.exists()]
@@ -6584,7 +6577,8 @@ def report_tasks(finished: list[Result], options: Options) -> list[tuple]:
     for result in finished:
         record = result.record
         uid = record.get("instance_uid")
-        kept = [path for path in result.outputs if path not in set(result.frame_pngs())]
+        frame_pngs = set(result.frame_pngs())
+        kept = [path for path in result.outputs if path not in frame_pngs]
         shown = [path for suffix in preference for path in kept if path.name.endswith(suffix)]
         if result.status == "converted" and uid and shown and record.get("kind") != "report":
             by_study.setdefault(record.get("study_uid", ""), []).append((uid, shown[0]))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -6120,10 +6121,11 @@ def _interrupt_on_signal(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _convert_task(task: tuple) -> Result:
-    """Run one task: ``(file, stem, options)``, or ``([(slice file, name)], stem, options)`` for a series."""
+def _convert_tasks(chunk: list[tuple]) -> list[Result]:
+    """Run a few tasks in a worker, each ``(file, stem, options)``, or ``([(slice file, name)],
+    stem, options)`` for a series: one hand-over to the pool for several small files."""
     try:
-        return convert_series(*task) if isinstance(task[0], list) else convert_file(*task)
+        return [convert_series(*task) if isinstance(task[0], list) else convert_file(*task) for task in chunk]
     except Terminated:  # the temporaries are gone by now; leave before taking another task
         import multiprocessing
 
@@ -6131,22 +6133,30 @@ def _convert_task(task: tuple) -> Result:
         os._exit(143)
 
 
+CRASHED = "the converter crashed on this file (a decoder failed on damaged data)"
+TASKS_AHEAD = 4  # chunks handed to the pool per worker: enough to keep it busy, not 100,000 tasks at once
+CHUNK_TASKS = 16  # tasks at most in one hand-over to a worker (each costs 2-5 ms of pickling and waking)
+
+
 def convert_all(tasks: list[tuple[Path, Path, Options]], jobs: int) -> Iterator[Result]:
     """Convert every task in worker processes, `jobs` at a time, yielding results in order.
 
     Each file is converted in a worker process, even with one job, so a
     decoder that crashes on a damaged file (a C library, beyond Python's
-    reach) takes down only that worker.  The tasks lost with it are run again
-    one by one, which finds the file that crashes, and the rest go back to
-    the pool.  Workers stream frame by frame, so memory grows with the number
-    of jobs, not with the size of the files.
+    reach) takes down only that worker.  The tasks that may have been running
+    with it are run again one at a time in a single worker, which finds the
+    file that crashes; the rest go back to the pool.  Workers stream frame by
+    frame, so memory grows with the number of jobs, not with the size of the files.
     """
     done: dict[int, Result] = {}
     emitted = 0
-    queue = list(range(len(tasks)))
-    while queue:
+    waiting = collections.deque(range(len(tasks)))
+    suspects: collections.deque[int] = collections.deque()
+    while waiting or suspects:
+        isolating = bool(suspects)
+        queue, workers, chunk = (suspects, 1, 1) if isolating else (waiting, jobs, chunk_size(len(waiting), jobs))
         lost = []
-        for index, result in _run_in_pool(queue, tasks, jobs):
+        for index, result in _run_in_pool(queue, tasks, workers, chunk):
             if result is None:
                 lost.append(index)
                 continue
@@ -6154,29 +6164,53 @@ def convert_all(tasks: list[tuple[Path, Path, Options]], jobs: int) -> Iterator[
             while emitted in done:
                 yield done.pop(emitted)
                 emitted += 1
-        # tasks that may have been running when a worker died: at most 2 per worker plus one
-        suspects, queue = lost[: 2 * jobs + 1], lost[2 * jobs + 1 :]
-        for index in suspects:
-            result = next(_run_in_pool([index], tasks, 1))[1]
-            done[index] = result or Result(
-                tasks[index][0], "failed",
-                message="the converter crashed on this file (a decoder failed on damaged data)")
+        if not lost:
+            continue
+        lost.sort()
+        if isolating:  # one task at a time: the first one lost was running
+            done[lost[0]] = Result(tasks[lost[0]][0], "failed", message=CRASHED)
+            suspects.extendleft(reversed(lost[1:]))
             while emitted in done:
                 yield done.pop(emitted)
                 emitted += 1
-        if lost:
-            remove_orphaned_temporaries(_output_root(tasks))
+        else:  # what may have been running: the first chunks not finished, at most 2 per worker plus one
+            reach = (2 * jobs + 1) * chunk
+            suspects.extend(lost[:reach])
+            waiting.extendleft(reversed(lost[reach:]))
+        remove_orphaned_temporaries(_output_root(tasks))
 
 
-def _run_in_pool(indices: list[int], tasks, jobs: int) -> Iterator[tuple[int, Result | None]]:
-    """Run the tasks at `indices` in a process pool; (index, None) for tasks lost to a crash."""
+def chunk_size(count: int, jobs: int) -> int:
+    """Tasks per hand-over: up to CHUNK_TASKS, but at least TASKS_AHEAD chunks per worker."""
+    return max(1, min(CHUNK_TASKS, count // (max(1, jobs) * TASKS_AHEAD)))
+
+
+def _run_in_pool(waiting: collections.deque[int], tasks, jobs: int, chunk: int) -> Iterator[tuple[int, Result | None]]:
+    """Run the tasks whose indices are `waiting` (taken from it as they are handed over) in a
+    process pool, `chunk` at a time, yielding (index, result) as chunks finish (`convert_all`
+    puts them back in order); (index, None) for tasks lost to a crash.  What is left in
+    `waiting` afterwards was never started.
+
+    A few chunks per worker are handed over at a time, each as another finishes,
+    so a run of 100,000 files holds neither 100,000 pending tasks nor their results.
+    """
     import multiprocessing
     import signal
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    workers = pool_size(min(jobs, len(indices)))
+    workers = pool_size(min(jobs, len(waiting)))
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=process_context())
+    running: dict = {}  # future -> the indices of its chunk
+
+    def submit(count: int) -> None:
+        while count > 0 and waiting:
+            indices = [waiting[n] for n in range(min(chunk, len(waiting)))]
+            running[pool.submit(_convert_tasks, [tasks[index] for index in indices])] = indices
+            for _ in indices:
+                waiting.popleft()
+            count -= 1
+
     try:
         # The pool starts its workers as the first tasks are submitted.  A spawned
         # worker takes a moment to reach `_worker_init`; started with Ctrl-C
@@ -6184,15 +6218,26 @@ def _run_in_pool(indices: list[int], tasks, jobs: int) -> Iterator[tuple[int, Re
         # that survives exec), so a Ctrl-C then prints no traceback from it.
         previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            futures = [(index, pool.submit(_convert_task, tasks[index])) for index in indices[:workers]]
+            submit(workers)
         finally:
             signal.signal(signal.SIGINT, previous_int)
-        futures += [(index, pool.submit(_convert_task, tasks[index])) for index in indices[workers:]]
-        for index, future in futures:
-            try:
-                yield index, future.result()
-            except BrokenProcessPool:
-                yield index, None
+        broken = False
+        while True:
+            if not broken:
+                try:
+                    submit(workers * TASKS_AHEAD - len(running))
+                except BrokenProcessPool:
+                    broken = True
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(finished, key=lambda future: running[future][0]):
+                indices = running.pop(future)
+                try:
+                    results = future.result()
+                except BrokenProcessPool:  # lost with the worker that died, or with the pool after it
+                    broken, results = True, [None] * len(indices)
+                yield from zip(indices, results)
         pool.shutdown()
     finally:  # Ctrl-C or SIGTERM: stop the workers now; they delete their temporary files
         pool.shutdown(wait=False, cancel_futures=True)

@@ -5921,28 +5921,38 @@ def script_json(value) -> str:
     return text
 
 
-def write_index(output: Path, entries: list[Result]) -> Path:
+def write_index(output: Path, results) -> Path:
     """``OUTPUT/index.html``: a card per series (Patient -> Study -> Series), and a viewer that
     shows its items at full size, built by `index_page` from what the results recorded.
 
     Items are ordered by slice position within a series, and series, studies and patients by
     their numbers, dates and names; ties by output name, so a single run and the merge of
-    its shards (in any order) write the same page.
+    its shards (in any order) write the same page.  `results` is read by position (a
+    `LineStore` or a list): the tree holds each item's place, and a series' results are read
+    back only to make its card.
     """
     tree: dict = {}
-    for result in sorted(entries, key=lambda result: [path.as_posix() for path in result.outputs]):
+    for number, result in enumerate(results):
+        if result.status not in SHOWN_STATUSES:
+            continue
         r = result.record
         patient = (r.get("patient_name") or "(no name)", r.get("patient_id") or "")
         study = (r.get("study_uid", ""), r.get("study_date", ""), r.get("study_description", ""))
         series = (r.get("series_number", ""), r.get("series_description", ""), r.get("series_uid", ""))
-        tree.setdefault(patient, {}).setdefault(study, {}).setdefault(series, []).append(result)
+        place = ([path.as_posix() for path in result.outputs], number)
+        tree.setdefault(patient, {}).setdefault(study, {}).setdefault(series, []).append(place)
+    def first_output(series_map: dict) -> list[str]:  # ties broken by output name, not by arrival
+        return min(min(places)[0] for places in series_map.values())
+
     patients = []
     for (name, patient_id), studies in sorted(tree.items()):
         studies_model = []
-        for (_, date, description), series_map in sorted(studies.items(), key=lambda kv: kv[0][1:]):
-            series_model = [_index_series(number, series_description, results, output)
-                            for (number, series_description, _), results in sorted(series_map.items(),
-                                                                                     key=_series_sort_key)]
+        for (_, date, description), series_map in sorted(
+                studies.items(), key=lambda kv: (kv[0][1:], first_output(kv[1]))):
+            series_model = [_index_series(number, series_description,
+                                          [results[place] for _, place in sorted(places)], output)
+                            for (number, series_description, _), places in sorted(
+                                series_map.items(), key=lambda kv: (_series_sort_key(kv), min(kv[1])[0]))]
             studies_model.append({"date": date, "description": description, "series": series_model})
         patients.append({"name": name, "id": patient_id, "studies": studies_model})
     with staged_outputs(output / "index") as (stage, finals):
@@ -6339,6 +6349,58 @@ class Log:
         print(text, flush=True)
 
 
+class LineStore:
+    """Values kept on disk, one JSON line each in an unnamed temporary file, read back by
+    position: the main process keeps 8 bytes a value, not the value (a run's results held
+    ~10 KB a file in memory, 1 GB at 100,000 files).  The OS removes the file when it is
+    closed, whatever ends the run."""
+
+    def __init__(self, encode: Callable = lambda value: value, decode: Callable = lambda value: value):
+        import array
+        import tempfile
+
+        self._file = tempfile.TemporaryFile()
+        self._starts = array.array("q")
+        self._encode, self._decode = encode, decode
+
+    def _write(self, value) -> int:
+        start = self._file.seek(0, os.SEEK_END)
+        self._file.write(json.dumps(self._encode(value), ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+        return start
+
+    def append(self, value) -> None:
+        self._starts.append(self._write(value))
+
+    def __setitem__(self, number: int, value) -> None:
+        self._starts[number] = self._write(value)  # the old line stays, unread
+
+    def __getitem__(self, number: int):
+        self._file.seek(self._starts[number])
+        return self._decode(json.loads(self._file.readline()))
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __iter__(self) -> Iterator:
+        return (self[number] for number in range(len(self)))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def result_json(result: Result) -> dict:
+    return {"source": str(result.source), "status": result.status, "outputs": [str(path) for path in result.outputs],
+            "message": result.message, "record": result.record}
+
+
+def result_from_json(item: dict) -> Result:
+    return Result(Path(item["source"]), item["status"], [Path(path) for path in item["outputs"]], item["message"],
+                  item["record"])
+
+
+SHOWN_STATUSES = ("converted", "metadata", "series")  # what the index, the overlays and the links see
+
+
 def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = Batch()) -> int:
     """Convert every DICOM file under `input_path` (with --shard, this run's share of them);
     report each; return the exit status.
@@ -6362,14 +6424,13 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
     previous_term = signal.signal(signal.SIGTERM, _interrupt_on_signal)
     interrupted = False
     dicom_files: list[Path] = []
-    finished: list[Result] = []
-    unfinished: list[Result] = []  # failed, skipped and not DICOM: for the manifest
+    results = LineStore(result_json, result_from_json)  # every input's, for the manifest, the index, the links
 
     def report(result: Result) -> None:
         counts[result.status] += 1
         for out in result.outputs:
             made[out.suffix] = made.get(out.suffix, 0) + 1
-        (finished if result.status in ("converted", "metadata", "series") else unfinished).append(result)
+        results.append(result)
         log.line(result_line(result, base, output), problem=result.status == "failed")
         log.advance()
 
@@ -6379,38 +6440,38 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
                 dicom_files.append(path)
                 continue
             counts["not_dicom"] += 1
-            unfinished.append(Result(path, "skipped", message="not a DICOM file"))
+            results.append(Result(path, "skipped", message="not a DICOM file"))
             log.line(f"skipped    {display_name(path, base)}: not a DICOM file")
             log.advance()
         # every shard plans every DICOM file, so that names come out as in a single run
         everything = dicom_files if batch.shard is None else \
             [path for path in find_files(input_path, exclude=output) if looks_like_dicom(path)]
         planned = all_planned = plan_outputs(everything, input_path, output)
+        if options.redact_salt:  # over every file, so that shards number the names they replace alike
+            planned = all_planned = redact_names(all_planned, output)
         if batch.shard is not None:
             mine = set(dicom_files)
             planned = [entry for entry in planned if entry[0] in mine]
-        if options.redact_salt:
-            planned = redact_names(planned, output)
         tasks = []
         for source, stem, note in planned:
             if note:
                 log.line(f"note       {display_name(source, base)}: {note}")
             if batch.skip_existing and outputs_are_current(source, stem, bool(options.redact_salt)):
                 counts["current"] += 1
-                finished.append(existing_result(source, stem, options))
+                results.append(existing_result(source, stem, options))
                 log.line(f"up to date {display_name(source, base)}")
                 log.advance()
                 continue
             tasks.append((source, stem, options))
         for result in convert_all(tasks, batch.jobs):
             report(result)
-        overlays, reports = overlay_tasks(finished, options), report_tasks(finished, options)
+        overlays, reports = overlay_tasks(results, options), report_tasks(results, options)
+        again = overlays + reports
         # the same outputs again, now over their images, or linked to them
-        for number, result in enumerate(convert_all(overlays + reports, batch.jobs)):
-            index = next(n for n, done in enumerate(finished) if done.source == result.source)
+        for number, result in enumerate(convert_all([task for _, task in again], batch.jobs)):
             overlaid = number < len(overlays)
             if result.status == "converted":
-                finished[index] = result
+                results[again[number][0]] = result
             else:  # the first pass's outputs stay
                 result.message = (f"not drawn over its images (its outputs on black stay): {result.message}" if overlaid
                                   else f"not linked to its references (its page stays): {result.message}")
@@ -6418,7 +6479,7 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
                                                                 "linked     ", 1), problem=result.status == "failed")
         if batch.series:
             taken = {name_key(stem) for _, stem, _ in all_planned}
-            groups = series_groups(finished)
+            groups = series_groups(results)
             series_tasks = [([(r.source, r.outputs[-1].stem) for r in group], series_stem(group, taken), options)
                             for group in groups]
             for result in convert_all(series_tasks, batch.jobs):
@@ -6434,17 +6495,18 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
     if not interrupted:
         # rows made one at a time, in order: no second copy of every file's state
         redacted = bool(options.redact_salt)
-        ordered = sorted(finished + unfinished, key=lambda result: manifest_key(result, base, output, redacted))
-        rows = (manifest_row(result, base, output, redacted) for result in ordered)
+        order = sorted((manifest_key(result, base, output, redacted), number) for number, result in enumerate(results))
+        rows = (manifest_row(results[number], base, output, redacted) for _, number in order)
         if batch.shard is None:
             log.line(f"manifest   {display_name(write_manifest(output, rows), output)}")
-            if batch.index and finished:
-                log.line(f"index      {display_name(write_index(output, finished), output)}")
+            if batch.index and any(result.status in SHOWN_STATUSES for result in results):
+                log.line(f"index      {display_name(write_index(output, results), output)}")
         else:
-            write_shard_part(output, batch.shard, rows, finished)
+            write_shard_part(output, batch.shard, rows, results)
             if all(shard_part(output, (k, batch.shard[1])).exists() for k in range(1, batch.shard[1] + 1)):
                 merge_shards(output, batch.shard[1], quiet=True, index=batch.index)  # the last shard to finish
                 log.line(f"merged     {batch.shard[1]} shards into manifest.csv and index.html")
+    results.close()
     log.summary(
         f"{'Interrupted' if interrupted else 'Done'}: {counts['converted']} converted "
         f"({made['.png']} PNG, {made['.gif']} GIF, {made['.mp4']} MP4), "
@@ -6529,11 +6591,39 @@ def write_manifest(output: Path, rows: Iterable[dict[str, str]]) -> Path:
     return finals[0]
 
 
+REDACT_SECRET = "redact-secret"  # OUTPUT/.shards/redact-secret: the one secret of a --redact run's shards
+
+
+def shard_secret(output: Path, shard: tuple[int, int]) -> str:
+    """The secret every shard of a ``--redact`` run replaces UIDs with, so that their
+    stand-ins agree.  The first shard to start writes it into the shared output folder
+    (an exclusive create: two starting at once cannot both write one), the others read it,
+    and the merge deletes it, so it never leaves with the outputs."""
+    import time
+
+    folder = output / SHARDS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / REDACT_SECRET
+    if not path.exists() and any(folder.glob(f"part-*-of-{shard[1]}.jsonl")):
+        raise Unsupported(f"the shards in {output} were merged and their --redact secret deleted; another shard now "
+                          "would replace UIDs differently: convert into a new output folder")
+    with contextlib.suppress(FileExistsError):
+        with open(path, "x", encoding="ascii") as f:
+            os.chmod(path, 0o600)
+            f.write(secrets.token_hex(16) + "\n")
+    for _ in range(100):  # the shard that created it a moment ago may still be writing it
+        text = path.read_text(encoding="ascii").strip()
+        if re.fullmatch(r"[0-9a-f]{32}", text):
+            return text
+        time.sleep(0.1)
+    raise Unsupported(f"{path} does not hold a --redact secret: delete it and start the shards again")
+
+
 def shard_part(output: Path, shard: tuple[int, int]) -> Path:
     return output / SHARDS_FOLDER / f"part-{shard[0]}-of-{shard[1]}.jsonl"
 
 
-def write_shard_part(output: Path, shard: tuple[int, int], rows: Iterable[dict], finished: list[Result]) -> None:
+def write_shard_part(output: Path, shard: tuple[int, int], rows: Iterable[dict], results: Iterable[Result]) -> None:
     """This shard's manifest rows and what the index needs of its results, one JSON object a
     line, renamed into place only when whole (a shard that dies leaves no part)."""
     part = shard_part(output, shard)
@@ -6541,11 +6631,12 @@ def write_shard_part(output: Path, shard: tuple[int, int], rows: Iterable[dict],
         with open(stage(".jsonl"), "w", encoding="utf-8", newline="\n") as f:
             for row in rows:
                 f.write(json.dumps({"manifest": row}, ensure_ascii=False) + "\n")
-            for result in finished:
-                f.write(json.dumps({"index": {
-                    "source": str(result.source), "status": result.status, "message": result.message,
-                    "outputs": [path.relative_to(output).as_posix() for path in result.outputs],
-                    "record": result.record}}, ensure_ascii=False, default=str) + "\n")
+            for result in results:
+                if result.status in SHOWN_STATUSES:
+                    f.write(json.dumps({"index": {
+                        "source": str(result.source), "status": result.status, "message": result.message,
+                        "outputs": [path.relative_to(output).as_posix() for path in result.outputs],
+                        "record": result.record}}, ensure_ascii=False, default=str) + "\n")
 
 
 def merge_shards(output: Path, count: int, quiet: bool = False, index: bool = True) -> int:
@@ -6559,81 +6650,98 @@ def merge_shards(output: Path, count: int, quiet: bool = False, index: bool = Tr
         print(f"error: cannot merge {count} shards: {', '.join(missing)} not written yet in "
               f"{output / SHARDS_FOLDER}", file=sys.stderr)
         return 1
-    rows, finished = [], []
+    rows, results, order = LineStore(), LineStore(result_json, result_from_json), []
     for part in parts:
         with open(part, encoding="utf-8", newline="\n") as f:
             for line in f:
                 entry = json.loads(line)
                 if "manifest" in entry:
-                    rows.append(entry["manifest"])
+                    row = entry["manifest"]
+                    order.append(((row["input"], json.loads(row["outputs"])), len(rows)))
+                    rows.append(row)
                 else:
                     item = entry["index"]
-                    finished.append(Result(Path(item["source"]), item["status"],
-                                           [output / name for name in item["outputs"]], item["message"],
-                                           item["record"]))
-    finished.sort(key=lambda result: [path.as_posix() for path in result.outputs])
-    rows.sort(key=lambda row: (row["input"], json.loads(row["outputs"])))
-    write_manifest(output, rows)
-    if index and finished:
-        write_index(output, finished)
+                    results.append(Result(Path(item["source"]), item["status"],
+                                          [output / name for name in item["outputs"]], item["message"],
+                                          item["record"]))
+    write_manifest(output, (rows[number] for _, number in sorted(order)))
+    if index and len(results):
+        write_index(output, results)
+    with contextlib.suppress(FileNotFoundError):  # every shard is done with it
+        (output / SHARDS_FOLDER / REDACT_SECRET).unlink()
+    rows.close()
+    results.close()
     if not quiet:
-        print(f"merged {count} shards: {len(rows)} inputs in manifest.csv" + (", index.html" if index else ""))
+        print(f"merged {count} shards: {len(order)} inputs in manifest.csv" + (", index.html" if index else ""))
     return 0
 
 
-def overlay_tasks(finished: list[Result], options: Options) -> list[tuple]:
-    """Objects to draw again over images this run converted: a segmentation over the
-    single-frame images of its Referenced Series (PS3.3 C.8.20.1), an RT Dose over those of its
-    Frame of Reference (the planning CT).  UIDs are matched as the outputs show them, so
-    --redact's stand-ins match too."""
-    by_series: dict[str, list[Path]] = {}
-    by_frame_of_reference: dict[str, list[Path]] = {}
-    for result in finished:
-        record = result.record
-        if result.status == "converted" and record.get("kind") == "image" and record.get("sop_class") not in (
-                SEGMENTATION_CLASS, RT_DOSE_CLASS):
-            if record.get("series_uid"):
-                by_series.setdefault(record["series_uid"], []).append(result.source)
-            if record.get("frame_of_reference"):
-                by_frame_of_reference.setdefault(record["frame_of_reference"], []).append(result.source)
-    tasks = []
-    for result in finished:
+def overlay_tasks(results: LineStore, options: Options) -> list[tuple[int, tuple]]:
+    """Objects to draw again over images this run converted, with their place in `results`:
+    a segmentation over the single-frame images of its Referenced Series (PS3.3 C.8.20.1), an
+    RT Dose over those of its Frame of Reference (the planning CT).  UIDs are matched as the
+    outputs show them, so --redact's stand-ins match too.  Two passes, so that only the
+    images of a series or frame something refers to are collected."""
+    def overlaid(result: Result) -> tuple[str, str] | None:
         record = result.record
         if result.status != "converted":
-            continue
-        if record.get("sop_class") == SEGMENTATION_CLASS:
-            images = by_series.get(record.get("referenced_series") or "")
-        elif record.get("sop_class") == RT_DOSE_CLASS and record.get("frames") != "1":
-            images = by_frame_of_reference.get(record.get("frame_of_reference") or "")
-        else:
-            continue
-        if images:
-            tasks.append((result.source, result.outputs[-1].with_suffix(""), options, tuple(images)))
-    return tasks
+            return None
+        if record.get("sop_class") == SEGMENTATION_CLASS and record.get("referenced_series"):
+            return "series", record["referenced_series"]
+        if record.get("sop_class") == RT_DOSE_CLASS and record.get("frames") != "1" and record.get("frame_of_reference"):
+            return "frame", record["frame_of_reference"]
+        return None
+
+    wanted = {key for key in map(overlaid, results) if key}
+    if not wanted:
+        return []
+    images: dict[tuple[str, str], list[Path]] = {}
+    overlays = []
+    for number, result in enumerate(results):
+        record = result.record
+        key = overlaid(result)
+        if key:
+            overlays.append((number, result, key))
+        elif result.status == "converted" and record.get("kind") == "image" and record.get("sop_class") not in (
+                SEGMENTATION_CLASS, RT_DOSE_CLASS):
+            for key in (("series", record.get("series_uid")), ("frame", record.get("frame_of_reference"))):
+                if key in wanted:
+                    images.setdefault(key, []).append(result.source)
+    return [(number, (result.source, result.outputs[-1].with_suffix(""), options, tuple(images[key])))
+            for number, result, key in overlays if key in images]
 
 
-def report_tasks(finished: list[Result], options: Options) -> list[tuple]:
-    """Structured reports to convert again with links: each to this run's outputs of the
-    instances of its study (the picture a viewer shows first: PNG, GIF, then MP4, or the
-    document, the ECG page).  UIDs are matched as the outputs show them, so --redact's
-    stand-ins match too."""
+def report_tasks(results: LineStore, options: Options) -> list[tuple[int, tuple]]:
+    """Structured reports to convert again with links, with their place in `results`: each to
+    this run's outputs of the instances of its study (the picture a viewer shows first: PNG,
+    GIF, then MP4, or the document, the ECG page).  UIDs are matched as the outputs show them,
+    so --redact's stand-ins match too.  Two passes: only the studies that hold a report are
+    collected."""
+    def is_report(result: Result) -> bool:
+        return result.status == "converted" and result.record.get("kind") == "report"
+
+    studies = {result.record.get("study_uid", "") for result in results if is_report(result)}
+    if not studies:
+        return []
     preference = (".png", ".gif", TRANSCODED_SUFFIX, ".mp4", *DOCUMENT_SUFFIXES, ".wav", ".html")
     by_study: dict[str, list[tuple[str, Path]]] = {}
-    for result in finished:
+    reports = []
+    for number, result in enumerate(results):
         record = result.record
+        if is_report(result):
+            reports.append((number, result))
+            continue
         uid = record.get("instance_uid")
+        if result.status != "converted" or not uid or record.get("study_uid", "") not in studies:
+            continue
         frame_pngs = set(result.frame_pngs())
         kept = [path for path in result.outputs if path not in frame_pngs]
         shown = [path for suffix in preference for path in kept if path.name.endswith(suffix)]
-        if result.status == "converted" and uid and shown and record.get("kind") != "report":
+        if shown:
             by_study.setdefault(record.get("study_uid", ""), []).append((uid, shown[0]))
-    tasks = []
-    for result in finished:
-        record = result.record
-        links = by_study.get(record.get("study_uid", ""))
-        if result.status == "converted" and links and record.get("kind") == "report":
-            tasks.append((result.source, result.outputs[-1].with_suffix(""), options, (), tuple(links)))
-    return tasks
+    return [(number, (result.source, result.outputs[-1].with_suffix(""), options, (),
+                      tuple(by_study[result.record.get("study_uid", "")])))
+            for number, result in reports if by_study.get(result.record.get("study_uid", ""))]
 
 
 def redact_names(planned: list[tuple[Path, Path, str]], output: Path) -> list[tuple[Path, Path, str]]:
@@ -6821,8 +6929,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs must be at least 1")
     if args.redact_pixels and not args.redact:
         parser.error("--redact-pixels only applies with --redact")
-    if args.shard and args.redact:  # each run draws its own secret for UID stand-ins: shards would disagree
-        parser.error("--shard cannot be used with --redact yet (each run replaces UIDs with its own secret)")
     if args.merge_shards is not None and args.merge_shards < 1:
         parser.error("--merge-shards N needs N >= 1")
     if not input_path.exists() and args.merge_shards is None:  # a merge reads only OUTPUT
@@ -6853,6 +6959,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot write to output directory {output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    if args.shard and args.redact:  # the shards must replace UIDs alike
+        try:
+            options = dataclasses.replace(options, redact_salt=shard_secret(output.resolve(), args.shard))
+        except (Unsupported, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     try:
         if args.merge_shards:
             return merge_shards(output, args.merge_shards)

@@ -103,3 +103,39 @@ def test_merging_before_every_shard_is_done_says_which_are_missing(tmp_path):
 def test_a_bad_shard_is_a_usage_error(tmp_path, bad):
     run = run_cli(tmp_path, "--shard", bad)
     assert run.returncode == 2 and "expected K/N with 1 <= K <= N" in run.stderr
+
+
+def test_redacted_shards_replace_uids_alike_and_the_merge_deletes_their_secret(tmp_path):
+    """Each --redact run draws a secret for its UID stand-ins; shards share one through the
+    output folder (the first to start writes it), so one study's stand-in is the same in
+    every shard, and the merge deletes it, so it does not leave with the outputs."""
+    import dicom_converter as dc
+
+    inp = tmp_path / "in"
+    folders = [name for name in ("F1", "F2", "F3", "F4", "F5", "F6") if dc.in_shard(inp / name / "x", inp, (1, 2))][:1]
+    folders += [name for name in ("G1", "G2", "G3", "G4", "G5", "G6") if dc.in_shard(inp / name / "x", inp, (2, 2))][:1]
+    for folder in folders:  # the same study in two folders, one per shard
+        (inp / folder).mkdir(parents=True)
+        shutil.copy(testdata("CT_small.dcm"), inp / folder / "CT_small.dcm")
+    out = tmp_path / "out"
+    runs = [subprocess.Popen([sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(out), "--redact",
+                              "--shard", f"{k}/2", "-j", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for k in (1, 2)]
+    logs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], logs
+    with open(out / "manifest.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(row["status"] == "converted" for row in rows)
+    original = dc.read_dataset(testdata("CT_small.dcm")).StudyInstanceUID
+    assert rows[0]["study_uid"] == rows[1]["study_uid"] != original
+    assert not (out / ".shards" / dc.REDACT_SECRET).exists()
+    again = run_cli(inp, "-o", out, "--redact", "--shard", "1/2")  # a new secret would not match the others
+    assert again.returncode == 1 and "were merged and their --redact secret deleted" in again.stderr
+
+
+def test_shards_starting_together_read_one_secret(tmp_path):
+    import dicom_converter as dc
+
+    first, second = dc.shard_secret(tmp_path, (1, 3)), dc.shard_secret(tmp_path, (3, 3))
+    assert first == second and len(first) == 32
+    assert (tmp_path / ".shards" / dc.REDACT_SECRET).read_text().strip() == first

@@ -165,24 +165,60 @@ class Batch:
 # Finding inputs
 # =============================================================================
 
-def find_files(root: Path, exclude: Path | None = None) -> list[Path]:
-    """Every regular file under `root` (or `root` itself), in sorted order.
+@dataclasses.dataclass
+class FolderGroup:
+    """The input files whose outputs go to one output folder, as a case- and
+    normalisation-insensitive file system sees it: the files of every input folder that
+    mirrors to it (``A/`` and ``a/``, ``a:`` and ``a_``), and what outputs there must not land on."""
 
-    Symbolic links to directories are not followed, so link loops cannot hang
-    the walk; `exclude` (the output folder, when it lies inside the input) is
-    not entered, so a second run does not pick up its own outputs.
+    files: list[tuple[Path, Path]]  # (input file, the output folder it mirrors to), sorted by input
+    present: set[str]  # name keys of the input files and the output subfolders here
+
+
+def walk_groups(root: Path, output: Path, exclude: Path | None = None) -> Iterator[FolderGroup]:
+    """The input tree under `root` (or `root` itself), one output folder at a time, in sorted order.
+
+    Names can collide only within one output folder, so planning one group
+    after another needs no state from the others, and the walk holds one
+    folder's listing, not the whole tree.  Symbolic links to directories are
+    not followed, so link loops cannot hang the walk; `exclude` (the output
+    folder, when it lies inside the input) is not entered, so a second run
+    does not pick up its own outputs.
     """
     if root.is_file():
-        return [root]
-    found = []
-    for folder, subfolders, names in os.walk(root):
-        here = Path(folder)
-        subfolders[:] = sorted(
-            name for name in subfolders
-            if exclude is None or (here / name).resolve() != exclude
-        )
-        found.extend(here / name for name in names if (here / name).is_file())
-    return sorted(found)
+        yield FolderGroup([(root, output)], {name_key(root)})
+    else:
+        yield from _walk_group([(root, output)], exclude)
+
+
+def _walk_group(folders: list[tuple[Path, Path]], exclude: Path | None) -> Iterator[FolderGroup]:
+    files: list[tuple[Path, Path]] = []
+    subfolders: dict[str, list[tuple[Path, Path]]] = {}
+    present: set[str] = set()
+    for folder, mirrored in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # unreadable: as os.walk, the rest of the tree goes on
+            continue
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                if exclude is None or path.resolve() != exclude:
+                    out = mirrored / portable_name(entry.name)
+                    present.add(name_key(out))
+                    subfolders.setdefault(name_key(out), []).append((path, out))
+            elif entry.is_file():  # a link to a file counts, a link to a folder not
+                files.append((path, mirrored))
+                present.add(name_key(path))
+    if files:
+        yield FolderGroup(sorted(files), present)
+    for group in sorted(subfolders.values(), key=min):
+        yield from _walk_group(sorted(group), exclude)
+
+
+def find_files(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every regular file under `root` (or `root` itself), in the walk's order."""
+    return [path for group in walk_groups(root, root, exclude) for path, _ in group.files]
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -282,24 +318,33 @@ OUTPUT_INFIXES = tuple(sorted({a[:-len(b)] for a in OUTPUT_SUFFIXES for b in OUT
 
 
 def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path, Path, str]]:
-    """Pair each input with a unique output stem path under `output`.
+    """`plan_group` for a list of DICOM files under `root`, grouped by the output folder they mirror to."""
+    base = root if root.is_dir() else root.parent
+    groups: dict[str, list[tuple[Path, Path]]] = {}
+    present = {name_key(path) for path in files}
+    for path in files:
+        folder = output.joinpath(*(portable_name(part) for part in path.parent.relative_to(base).parts))
+        groups.setdefault(name_key(folder), []).append((path, folder))
+        present.update(name_key(out) for out in (folder, *folder.parents))
+    planned = [entry for group in groups.values() for entry in plan_group(sorted(group), present, output)]
+    return sorted(planned)
+
+
+def plan_group(files: list[tuple[Path, Path]], present: set[str], output: Path) -> list[tuple[Path, Path, str]]:
+    """Pair each DICOM input of one output folder (input, output folder) with a unique output stem.
 
     The input tree is mirrored, each folder name made portable.  Two inputs
     whose stems coincide (``a`` and ``a.dcm``), or whose outputs do (``a.h264``'s
     MP4 and ``a``'s H.264 MP4), do not overwrite each other: the later one in
     sorted order gets ``STEM_2`` (``_3``…).  A stem is
     also moved aside when one of its outputs (``STEM.png``, the folder
-    ``STEM_frames``) would land on an input file (possible when OUTPUT is the
-    input folder: a DICOM file named ``IM1.txt`` beside ``IM1``) or on a
-    folder the mirrored tree needs.  Names are compared by `name_key`, since
-    outputs are often copied to case- and normalisation-insensitive file
-    systems.  Returns ``(input, stem path, note)``; the note tells of a rename.
+    ``STEM_frames``) would land on something `present`: an input file
+    (possible when OUTPUT is the input folder: a DICOM file named ``IM1.txt``
+    beside ``IM1``) or a folder the mirrored tree needs.  Names are compared by
+    `name_key`, since outputs are often copied to case- and
+    normalisation-insensitive file systems.  Returns ``(input, stem path,
+    note)``; the note tells of a rename.
     """
-    base = root if root.is_dir() else root.parent
-    folders = {path.parent: output.joinpath(*(portable_name(part) for part in path.parent.relative_to(base).parts))
-               for path in files}
-    inputs = {name_key(path) for path in files}
-    needed_folders = {name_key(folder) for out in folders.values() for folder in (out, *out.parents)}
     taken: set[str] = set()
     reserved = {name_key(output / "index.html"), name_key(output / "manifest.csv")}  # the run's own
 
@@ -307,16 +352,15 @@ def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path
         frames = name_key(f"{stem}{FRAMES_SUFFIX}")
         key = name_key(stem)
         outputs = [name_key(f"{stem}{suffix}") for suffix in OUTPUT_SUFFIXES]
-        return (key in taken or frames in needed_folders or frames in inputs
-                or any(out in inputs or out in needed_folders or out in reserved for out in outputs)
+        return (key in taken or frames in present
+                or any(out in present or out in reserved for out in outputs)
                 # another stem's outputs on ours: ``a`` + ``.h264.mp4`` is ``a.h264`` + ``.mp4``
                 or any(name_key(f"{stem}{infix}") in taken or (key.endswith(infix.casefold())
                                                                 and key[:-len(infix)] in taken)
                        for infix in OUTPUT_INFIXES))
 
     planned = []
-    for path in sorted(files):
-        folder = folders[path.parent]
+    for path, folder in files:
         stem = output_stem(path.name)
         candidate, n = stem, 1
         while clashes(folder / candidate):
@@ -607,17 +651,17 @@ def decode_frames(path: Path, ds: Dataset, order: list[int] | None = None) -> It
     from pydicom.uid import UID
 
     syntax = UID(transfer_syntax_of(ds))
-    # Given a path, iter_pixels reads frames straight from the file (parsing the
-    # header again, 2 ms of a 19 ms CT slice); a small image already read is
-    # decoded from its dataset, and a deflated one must be inflated first,
-    # which reading it whole does.
+    # Given a path, iter_pixels reads frames straight from the file, parsing the
+    # header again (2 ms of a CT slice), which streams a cine frame by frame; a
+    # single frame, compressed or not, is decoded from the dataset already read
+    # (its deferred pixel data read by seeking to it), and a deflated file must
+    # be inflated first, which reading it whole does.
     if syntax in TURBO_SYNTAXES:
         use_libjpeg_turbo()
     source = path
     if syntax.is_deflated:
         source = _dcmread(path)
-    elif ds.get("NumberOfFrames") in (None, "", 1, "1") and not syntax.is_compressed \
-            and getattr(ds, "file_meta", {}).get("TransferSyntaxUID") == syntax:
+    elif ds.get("NumberOfFrames") in (None, "", 1, "1") and getattr(ds, "file_meta", {}).get("TransferSyntaxUID") == syntax:
         source = ds
     if path.name == environment_setting(ENV_CRASH_ON):
         import faulthandler
@@ -6148,7 +6192,50 @@ TASKS_AHEAD = 4  # chunks handed to the pool per worker: enough to keep it busy,
 CHUNK_TASKS = 16  # tasks at most in one hand-over to a worker (each costs 2-5 ms of pickling and waking)
 
 
-def convert_all(tasks: list[tuple[Path, Path, Options]], jobs: int) -> Iterator[Result]:
+class TaskQueue:
+    """Tasks waiting to run: those put back after a crash first, then the next ones from
+    `source`, read only as the pool needs them (planning streams into converting).  Keeps
+    only the tasks read and not yet finished."""
+
+    def __init__(self, source: Iterable[tuple] = ()):
+        self._source = iter(source)
+        self._back: collections.deque[int] = collections.deque()
+        self._ahead: collections.deque[int] = collections.deque()
+        self.tasks: dict[int, tuple] = {}
+        self._count = 0
+        self.root: str | None = None  # the folder every output seen so far is under
+
+    def read_ahead(self, count: int) -> int:
+        """Read tasks from the source until `count` are waiting (or it ends); how many wait."""
+        while len(self._ahead) + len(self._back) < count:
+            task = next(self._source, None)
+            if task is None:
+                break
+            self.tasks[self._count] = task
+            self._ahead.append(self._count)
+            self._count += 1
+            folder = str(task[1].parent)
+            self.root = folder if self.root is None else os.path.commonpath([self.root, folder])
+        return len(self._ahead) + len(self._back)
+
+    def take(self, count: int) -> list[int]:
+        self.read_ahead(count)
+        taken = []
+        while len(taken) < count and (self._back or self._ahead):
+            taken.append((self._back or self._ahead).popleft())
+        return taken
+
+    def put_back(self, indices: list[int]) -> None:
+        self._back.extendleft(reversed(sorted(indices)))
+
+    def __bool__(self) -> bool:
+        return self.read_ahead(1) > 0
+
+    def __len__(self) -> int:  # the tasks waiting now, not what the source has still to give
+        return len(self._ahead) + len(self._back)
+
+
+def convert_all(tasks: Iterable[tuple[Path, Path, Options]], jobs: int) -> Iterator[Result]:
     """Convert every task in worker processes, `jobs` at a time, yielding results in order.
 
     Each file is converted in a worker process, even with one job, so a
@@ -6156,70 +6243,75 @@ def convert_all(tasks: list[tuple[Path, Path, Options]], jobs: int) -> Iterator[
     reach) takes down only that worker.  The tasks that may have been running
     with it are run again one at a time in a single worker, which finds the
     file that crashes; the rest go back to the pool.  Workers stream frame by
-    frame, so memory grows with the number of jobs, not with the size of the files.
+    frame, so memory grows with the number of jobs, not with the size of the
+    files; `tasks` is read as the pool needs them, so not with their number either.
     """
     done: dict[int, Result] = {}
     emitted = 0
-    waiting = collections.deque(range(len(tasks)))
-    suspects: collections.deque[int] = collections.deque()
+    waiting, suspects = TaskQueue(tasks), TaskQueue()
+    suspects.tasks = waiting.tasks
     while waiting or suspects:
         isolating = bool(suspects)
-        queue, workers, chunk = (suspects, 1, 1) if isolating else (waiting, jobs, chunk_size(len(waiting), jobs))
         lost = []
-        for index, result in _run_in_pool(queue, tasks, workers, chunk):
+        for index, result in _run_in_pool(suspects if isolating else waiting, 1 if isolating else jobs,
+                                          1 if isolating else CHUNK_TASKS):
             if result is None:
                 lost.append(index)
                 continue
             done[index] = result
             while emitted in done:
+                del waiting.tasks[emitted]
                 yield done.pop(emitted)
                 emitted += 1
         if not lost:
             continue
         lost.sort()
         if isolating:  # one task at a time: the first one lost was running
-            done[lost[0]] = Result(tasks[lost[0]][0], "failed", message=CRASHED)
-            suspects.extendleft(reversed(lost[1:]))
+            done[lost[0]] = Result(waiting.tasks[lost[0]][0], "failed", message=CRASHED)
+            suspects.put_back(lost[1:])
             while emitted in done:
+                del waiting.tasks[emitted]
                 yield done.pop(emitted)
                 emitted += 1
         else:  # what may have been running: the first chunks not finished, at most 2 per worker plus one
-            reach = (2 * jobs + 1) * chunk
-            suspects.extend(lost[:reach])
-            waiting.extendleft(reversed(lost[reach:]))
-        remove_orphaned_temporaries(_output_root(tasks))
+            reach = (2 * jobs + 1) * CHUNK_TASKS
+            suspects.put_back(lost[:reach])
+            waiting.put_back(lost[reach:])
+        if waiting.root:
+            remove_orphaned_temporaries(Path(waiting.root))
 
 
-def chunk_size(count: int, jobs: int) -> int:
-    """Tasks per hand-over: up to CHUNK_TASKS, but at least TASKS_AHEAD chunks per worker."""
-    return max(1, min(CHUNK_TASKS, count // (max(1, jobs) * TASKS_AHEAD)))
-
-
-def _run_in_pool(waiting: collections.deque[int], tasks, jobs: int, chunk: int) -> Iterator[tuple[int, Result | None]]:
-    """Run the tasks whose indices are `waiting` (taken from it as they are handed over) in a
-    process pool, `chunk` at a time, yielding (index, result) as chunks finish (`convert_all`
+def _run_in_pool(waiting: TaskQueue, jobs: int, chunk: int) -> Iterator[tuple[int, Result | None]]:
+    """Run the tasks `waiting` holds (taken from it as they are handed over) in a process
+    pool, up to `chunk` at a time, yielding (index, result) as chunks finish (`convert_all`
     puts them back in order); (index, None) for tasks lost to a crash.  What is left in
     `waiting` afterwards was never started.
 
     A few chunks per worker are handed over at a time, each as another finishes,
     so a run of 100,000 files holds neither 100,000 pending tasks nor their results.
+    Chunks shrink as the tasks run out, so that the last ones still spread over every worker.
     """
     import multiprocessing
     import signal
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    workers = pool_size(min(jobs, len(waiting)))
+    workers = pool_size(min(jobs, waiting.read_ahead(jobs)))
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=process_context())
     running: dict = {}  # future -> the indices of its chunk
+    in_flight = workers * TASKS_AHEAD
 
     def submit(count: int) -> None:
-        while count > 0 and waiting:
-            indices = [waiting[n] for n in range(min(chunk, len(waiting)))]
-            running[pool.submit(_convert_tasks, [tasks[index] for index in indices])] = indices
-            for _ in indices:
-                waiting.popleft()
-            count -= 1
+        for _ in range(count):
+            size = max(1, min(chunk, waiting.read_ahead(in_flight * chunk) // in_flight))
+            indices = waiting.take(size)
+            if not indices:
+                return
+            try:
+                running[pool.submit(_convert_tasks, [waiting.tasks[index] for index in indices])] = indices
+            except BrokenProcessPool:
+                waiting.put_back(indices)
+                raise
 
     try:
         # The pool starts its workers as the first tasks are submitted.  A spawned
@@ -6235,7 +6327,7 @@ def _run_in_pool(waiting: collections.deque[int], tasks, jobs: int, chunk: int) 
         while True:
             if not broken:
                 try:
-                    submit(workers * TASKS_AHEAD - len(running))
+                    submit(in_flight - len(running))
                 except BrokenProcessPool:
                     broken = True
             if not running:
@@ -6275,10 +6367,6 @@ def end_processes(processes) -> None:
     for child in alive:
         with contextlib.suppress(psutil.Error):
             child.kill()
-
-
-def _output_root(tasks) -> Path:
-    return Path(os.path.commonpath([str(task[1].parent) for task in tasks]))
 
 
 def remove_orphaned_temporaries(root: Path) -> None:
@@ -6321,13 +6409,17 @@ class Log:
     def __init__(self, total: int, quiet: bool):
         self.quiet = quiet
         self.bar = None
-        if not quiet and sys.stderr.isatty() and total > 1:
+        if self.shows_bar(quiet) and total > 1:
             try:
                 from tqdm import tqdm
             except ImportError:
                 tqdm = None
             if tqdm is not None:
                 self.bar = tqdm(total=total, unit="file", file=sys.stderr, leave=False)
+
+    @staticmethod
+    def shows_bar(quiet: bool) -> bool:
+        return not quiet and sys.stderr.isatty()
 
     def line(self, text: str, problem: bool = False) -> None:
         if self.quiet and not problem:
@@ -6415,16 +6507,16 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
 
     input_path, output = input_path.resolve(), output.resolve()
     base = input_path if input_path.is_dir() else input_path.parent
-    counts = dict.fromkeys(("converted", "metadata", "skipped", "failed", "not_dicom", "current", "series"), 0)
+    counts = dict.fromkeys(("converted", "metadata", "skipped", "failed", "not_dicom", "current", "series", "dicom"), 0)
     made = {".png": 0, ".gif": 0, ".mp4": 0}
-    files = find_files(input_path, exclude=output)
-    if batch.shard is not None:
-        files = [path for path in files if in_shard(path, base, batch.shard)]
-    log = Log(len(files), batch.quiet)
+    mine = (lambda path: True) if batch.shard is None else (lambda path: in_shard(path, base, batch.shard))
+    total = sum(mine(path) for group in walk_groups(input_path, output, output) for path, _ in group.files) \
+        if Log.shows_bar(batch.quiet) else 0  # a second walk, only to size a terminal's progress bar
+    log = Log(total, batch.quiet)
     previous_term = signal.signal(signal.SIGTERM, _interrupt_on_signal)
     interrupted = False
-    dicom_files: list[Path] = []
     results = LineStore(result_json, result_from_json)  # every input's, for the manifest, the index, the links
+    taken: set[str] = set()  # with --series: every stem planned, which a series' cine must not take
 
     def report(result: Result) -> None:
         counts[result.status] += 1
@@ -6434,36 +6526,41 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
         log.line(result_line(result, base, output), problem=result.status == "failed")
         log.advance()
 
+    def planned_tasks() -> Iterator[tuple]:
+        """The walk, one output folder at a time, planned and handed to the pool as it goes."""
+        for group in walk_groups(input_path, output, output):
+            if not any(mine(path) for path, _ in group.files):
+                continue  # another shard's: its names cannot touch ours
+            dicom = []
+            for path, folder in group.files:
+                if looks_like_dicom(path):
+                    dicom.append((path, folder))
+                elif mine(path):
+                    counts["not_dicom"] += 1
+                    results.append(Result(path, "skipped", message="not a DICOM file"))
+                    log.line(f"skipped    {display_name(path, base)}: not a DICOM file")
+                    log.advance()
+            planned = plan_group(dicom, group.present, output)  # every file of the folder, as one run names them
+            if options.redact_salt:
+                planned = redact_names(planned, output, options.redact_salt)
+            for source, stem, note in planned:
+                if batch.series:
+                    taken.add(name_key(stem))
+                if not mine(source):
+                    continue
+                counts["dicom"] += 1
+                if note:
+                    log.line(f"note       {display_name(source, base)}: {note}")
+                if batch.skip_existing and outputs_are_current(source, stem, bool(options.redact_salt)):
+                    counts["current"] += 1
+                    results.append(existing_result(source, stem, options))
+                    log.line(f"up to date {display_name(source, base)}")
+                    log.advance()
+                    continue
+                yield source, stem, options
+
     try:
-        for path in files:
-            if looks_like_dicom(path):
-                dicom_files.append(path)
-                continue
-            counts["not_dicom"] += 1
-            results.append(Result(path, "skipped", message="not a DICOM file"))
-            log.line(f"skipped    {display_name(path, base)}: not a DICOM file")
-            log.advance()
-        # every shard plans every DICOM file, so that names come out as in a single run
-        everything = dicom_files if batch.shard is None else \
-            [path for path in find_files(input_path, exclude=output) if looks_like_dicom(path)]
-        planned = all_planned = plan_outputs(everything, input_path, output)
-        if options.redact_salt:  # over every file, so that shards number the names they replace alike
-            planned = all_planned = redact_names(all_planned, output)
-        if batch.shard is not None:
-            mine = set(dicom_files)
-            planned = [entry for entry in planned if entry[0] in mine]
-        tasks = []
-        for source, stem, note in planned:
-            if note:
-                log.line(f"note       {display_name(source, base)}: {note}")
-            if batch.skip_existing and outputs_are_current(source, stem, bool(options.redact_salt)):
-                counts["current"] += 1
-                results.append(existing_result(source, stem, options))
-                log.line(f"up to date {display_name(source, base)}")
-                log.advance()
-                continue
-            tasks.append((source, stem, options))
-        for result in convert_all(tasks, batch.jobs):
+        for result in convert_all(planned_tasks(), batch.jobs):
             report(result)
         overlays, reports = overlay_tasks(results, options), report_tasks(results, options)
         again = overlays + reports
@@ -6478,7 +6575,6 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
             log.line(result_line(result, base, output).replace("converted  ", "overlaid   " if overlaid else
                                                                 "linked     ", 1), problem=result.status == "failed")
         if batch.series:
-            taken = {name_key(stem) for _, stem, _ in all_planned}
             groups = series_groups(results)
             series_tasks = [([(r.source, r.outputs[-1].stem) for r in group], series_stem(group, taken), options)
                             for group in groups]
@@ -6490,7 +6586,7 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
             remove_orphaned_temporaries(output)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
-    if not dicom_files and not interrupted:
+    if not counts["dicom"] and not interrupted:
         log.line(f"no DICOM files found in {input_path}")
     if not interrupted:
         # rows made one at a time, in order: no second copy of every file's state
@@ -6744,14 +6840,17 @@ def report_tasks(results: LineStore, options: Options) -> list[tuple[int, tuple]
             for number, result in reports if by_study.get(result.record.get("study_uid", ""))]
 
 
-def redact_names(planned: list[tuple[Path, Path, str]], output: Path) -> list[tuple[Path, Path, str]]:
+def redact_names(planned: list[tuple[Path, Path, str]], output: Path, salt: str) -> list[tuple[Path, Path, str]]:
     """Output paths with no folder or file name that holds a patient's name, ID or birth date.
 
     Hospital exports often name folders after the patient (``DOE^JOHN/``).
-    Each such name becomes ``redacted-N``, the same N for the same name
-    throughout the run, so the tree keeps its shape.
+    Each such name becomes ``redacted-`` and 16 hex digits of an HMAC of it
+    under the run's secret: the same name gives the same stand-in throughout
+    the run and in every shard of it, so the tree keeps its shape, and without
+    the secret the stand-in tells nothing of the name.
     """
-    replacements: dict[str, str] = {}
+    import hmac
+
     result = []
     for source, stem, note in planned:
         try:
@@ -6763,7 +6862,8 @@ def redact_names(planned: list[tuple[Path, Path, str]], output: Path) -> list[tu
         parts = []
         for part in stem.relative_to(output).parts:
             if any(token in part.casefold() for token in tokens):
-                part = replacements.setdefault(part, f"redacted-{len(replacements) + 1}")
+                part = "redacted-" + hmac.new(salt.encode(), part.encode("utf-8", "surrogatepass"),
+                                              "sha256").hexdigest()[:16]
             parts.append(part)
         result.append((source, output.joinpath(*parts), "" if parts != list(stem.relative_to(output).parts) else note))
     return result

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import codecs
 import collections
 import contextlib
 import dataclasses
@@ -5866,37 +5867,52 @@ _CSP = ("script-src '{hash}'; connect-src 'none'; object-src 'none'; base-uri 'n
 
 
 def index_page(patients: list[dict]) -> str:
-    """The whole ``index.html`` text for `patients` (Patient -> Study -> Series -> items).
+    """The whole ``index.html`` text for `patients` (Patient -> Study -> Series -> items)."""
+    return "".join(index_page_parts(patients))
+
+
+def index_page_parts(patients: list[dict], spill=None) -> Iterator[str]:
+    """``index.html`` piece by piece, for `patients` (Patient -> Study -> Series -> items).
 
     Cards appear in the order given; the viewer's data is the series in card
-    order, so card N's button opens ``data-series="N"``.
+    order, so card N's button opens ``data-series="N"``.  A series may be given
+    as ``{"count": N, "make": function}``, made when its card is written, so
+    that one series' items are held at a time; their viewer data waits in
+    `spill` (a binary temporary file) until the cards are done.
     """
-    viewer_data: list[dict] = []
-    body = ["<h1>DICOM conversion</h1>", _totals(patients)]
-    for patient in patients:
-        body.append(_patient_heading(patient))
-        for study in patient.get("studies", []):
-            body.append(_study_heading(study))
-            body.append('<ul class="cards">')
-            for series in study.get("series", []):
-                body.append(_series_card(series, len(viewer_data)))
-                viewer_data.append(_viewer_series(series))
-            body.append("</ul>")
-    body.append(INDEX_VIEWER)
-    body.append(f'<script type="application/json" id="{INDEX_DATA_ID}">{script_json(viewer_data)}</script>')
-    body.append(f"<script>{INDEX_SCRIPT}</script>")
+    import tempfile
+
+    spill = spill or tempfile.TemporaryFile()
     digest = base64.b64encode(hashlib.sha256(INDEX_SCRIPT.encode("utf-8")).digest()).decode("ascii")
     head = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP.format(hash="sha256-" + digest)}">',
             '<meta name="viewport" content="width=device-width">', "<title>DICOM conversion</title>",
             '<link rel="icon" href="data:,">',  # no favicon request: the page needs no server
-            f"<style>{INDEX_STYLE}</style></head><body>"]
-    return "\n".join(head + body + ["</body></html>"]) + "\n"
+            f"<style>{INDEX_STYLE}</style></head><body>", "<h1>DICOM conversion</h1>", _totals(patients)]
+    yield "\n".join(head)
+    number = 0
+    for patient in patients:
+        yield "\n" + _patient_heading(patient)
+        for study in patient.get("studies", []):
+            yield "\n" + _study_heading(study) + '\n<ul class="cards">'
+            for series in study.get("series", []):
+                series = series["make"]() if "make" in series else series
+                yield "\n" + _series_card(series, number)
+                spill.write(("," * (number > 0) + script_json(_viewer_series(series))).encode("utf-8"))
+                number += 1
+            yield "\n</ul>"
+    yield f'\n{INDEX_VIEWER}\n<script type="application/json" id="{INDEX_DATA_ID}">['
+    spill.seek(0)
+    decoder = codecs.getincrementaldecoder("utf-8")()  # a read may end inside a character
+    while chunk := spill.read(1 << 20):
+        yield decoder.decode(chunk)
+    yield decoder.decode(b"", final=True)
+    yield f"]</script>\n<script>{INDEX_SCRIPT}</script>\n</body></html>\n"
 
 
 def _totals(patients: list[dict]) -> str:
     series = [s for p in patients for st in p.get("studies", []) for s in st.get("series", [])]
-    items = sum(len(s.get("items", [])) for s in series)
+    items = sum(s["count"] if "make" in s else len(s.get("items", [])) for s in series)
     return f"<p>{len(series)} series, {items} item{'s' * (items != 1)}.</p>"
 
 
@@ -5967,13 +5983,13 @@ def script_json(value) -> str:
 
 def write_index(output: Path, results) -> Path:
     """``OUTPUT/index.html``: a card per series (Patient -> Study -> Series), and a viewer that
-    shows its items at full size, built by `index_page` from what the results recorded.
+    shows its items at full size, built by `index_page_parts` from what the results recorded.
 
     Items are ordered by slice position within a series, and series, studies and patients by
     their numbers, dates and names; ties by output name, so a single run and the merge of
     its shards (in any order) write the same page.  `results` is read by position (a
-    `LineStore` or a list): the tree holds each item's place, and a series' results are read
-    back only to make its card.
+    `LineStore` or a list): the tree holds each item's first output and place, a series'
+    results are read back only to make its card, and the page is written as it is made.
     """
     tree: dict = {}
     for number, result in enumerate(results):
@@ -5983,24 +5999,31 @@ def write_index(output: Path, results) -> Path:
         patient = (r.get("patient_name") or "(no name)", r.get("patient_id") or "")
         study = (r.get("study_uid", ""), r.get("study_date", ""), r.get("study_description", ""))
         series = (r.get("series_number", ""), r.get("series_description", ""), r.get("series_uid", ""))
-        place = ([path.as_posix() for path in result.outputs], number)
+        place = (result.outputs[0].as_posix() if result.outputs else "", number)  # first outputs are unique
         tree.setdefault(patient, {}).setdefault(study, {}).setdefault(series, []).append(place)
-    def first_output(series_map: dict) -> list[str]:  # ties broken by output name, not by arrival
+
+    def first_output(series_map: dict) -> str:  # ties broken by output name, not by arrival
         return min(min(places)[0] for places in series_map.values())
+
+    def series_card(number: str, description: str, places: list) -> dict:
+        def make() -> dict:
+            return _index_series(number, description, [results[place] for _, place in sorted(places)], output)
+
+        return {"count": len(places), "make": make}
 
     patients = []
     for (name, patient_id), studies in sorted(tree.items()):
         studies_model = []
         for (_, date, description), series_map in sorted(
                 studies.items(), key=lambda kv: (kv[0][1:], first_output(kv[1]))):
-            series_model = [_index_series(number, series_description,
-                                          [results[place] for _, place in sorted(places)], output)
+            series_model = [series_card(number, series_description, places)
                             for (number, series_description, _), places in sorted(
                                 series_map.items(), key=lambda kv: (_series_sort_key(kv), min(kv[1])[0]))]
             studies_model.append({"date": date, "description": description, "series": series_model})
         patients.append({"name": name, "id": patient_id, "studies": studies_model})
     with staged_outputs(output / "index") as (stage, finals):
-        write_text(index_page(patients), stage(".html"))
+        with open(stage(".html"), "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(index_page_parts(patients))
     return finals[0]
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark dicom_converter.py against a DCMTK loop and the plain approach.
+"""Benchmark dicom_converter.py against a DCMTK loop, the plain approach and the seed.
 
 Builds its own inputs (deterministic) in a work folder, then runs each tool
 alternately, several times, each into a fresh output folder, and records the
 wall time and the peak memory of the whole process tree.  Prints Markdown.
 
-    python3 bench/run.py               # targets 1 and 2, 3 repetitions
+    python3 bench/run.py               # targets 1 and 2, 3 repetitions (the seed rows want
+                                       # git history, and cv2 for the OpenCV one)
     python3 bench/run.py --quick       # 1 repetition
     python3 bench/run.py --scaling     # also: how time and memory grow
 
@@ -32,6 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CONVERTER = REPO / "dicom_converter.py"
 PLAIN = Path(__file__).resolve().parent / "plain.py"
+SEED = Path(__file__).resolve().parent / "seed.py"
+SEED_NAME = "seed (d6e8119)"
+SEED_OPENCV_NAME = "seed, MP4 by OpenCV mp4v"
 PY = sys.executable
 
 INPUTS_VERSION = 2  # bump when the generated inputs change
@@ -436,6 +440,21 @@ def plain_as_ours_name() -> str | None:
     return f"plain, x264 as ours (crf {crf}, {preset}{', tune ' + tune if tune else ''})"
 
 
+SEED_NOTES: dict[str, str | None] = {}  # seed tool -> why it is skipped (None: it runs)
+
+
+def check_seed() -> None:
+    """Whether the seed rows can run: the first commit's code from git, and cv2 for the OpenCV one."""
+    for name, extra in ((SEED_NAME, []), (SEED_OPENCV_NAME, ["--opencv"])):
+        done = subprocess.run([PY, str(SEED), "--prepare", *extra], capture_output=True, text=True)
+        SEED_NOTES[name] = None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["failed"])[-1]
+
+
+def seed_notes() -> str:
+    """A line per skipped seed row, for under the tables."""
+    return "".join(f"- `{name}` skipped: {note}\n" for name, note in SEED_NOTES.items() if note)
+
+
 def tools_for(kind: str, source: Path) -> dict[str, object]:
     """name -> function(out_dir) giving the command for that tool on `source`."""
     tools: dict[str, object] = {
@@ -444,6 +463,10 @@ def tools_for(kind: str, source: Path) -> dict[str, object]:
     if kind == "ct":
         tools["DCMTK loop"] = lambda out: dcmtk_loop(source, out)
     tools["plain"] = lambda out: [PY, str(PLAIN), str(source), "-o", str(out)]
+    if SEED_NOTES.get(SEED_NAME) is None:
+        tools[SEED_NAME] = lambda out: [PY, str(SEED), str(source), "-o", str(out)]
+    if kind == "xa" and SEED_NOTES.get(SEED_OPENCV_NAME) is None:
+        tools[SEED_OPENCV_NAME] = lambda out: [PY, str(SEED), "--opencv", str(source), "-o", str(out)]
     as_ours = plain_as_ours_name()
     if kind == "xa" and as_ours:
         crf, preset, tune = ours_x264()
@@ -569,13 +592,17 @@ def table(results: dict[str, list[Sample]], reference: str = "ours") -> str:
     return "\n".join(lines)
 
 
-def ratio_line(results: dict[str, list[Sample]], slow: str, target: float) -> str:
+def ratio_line(results: dict[str, list[Sample]], slow: str, target: float | None) -> str:
+    """`slow` / ours by median, best-of and CPU time; judged against `target` (None: shown only)."""
+    if slow not in results:
+        return f"- {slow} / ours: not run"
     ours, other = results["ours"], results[slow]
     by_median = median(other, "seconds") / median(ours, "seconds")
     by_best = min(s.seconds for s in other) / min(s.seconds for s in ours)
     by_cpu = median(other, "cpu_seconds") / median(ours, "cpu_seconds")
     return (f"- {slow} / ours: **{by_median:.2f}x** by median wall time, {by_best:.2f}x best-of-runs, "
-            f"{by_cpu:.2f}x by CPU time (target >= {target:g}x: {verdict(by_median >= target)})")
+            f"{by_cpu:.2f}x by CPU time"
+            + (f" (target >= {target:g}x: {verdict(by_median >= target)})" if target is not None else ""))
 
 
 def verdict(ok: bool) -> str:
@@ -620,6 +647,10 @@ def main() -> int:
     inputs = input_paths(args.workdir, args.scaling)
     global STARTING_DIGEST
     STARTING_DIGEST = converter_digest()
+    check_seed()
+    for name, note in SEED_NOTES.items():
+        if note:
+            print(f"{name}: skipped ({note})", file=sys.stderr)
     scratch = Path(tempfile.mkdtemp(prefix="runs_", dir=args.workdir))
     try:
         ct = bench("ct", inputs["ct100"], repeat, scratch)
@@ -628,8 +659,8 @@ def main() -> int:
         if args.scaling:
             scaling = {
                 "ct10": bench("ct", inputs["ct10"], repeat, scratch),
-                "xa1024x10": bench("xa", inputs["xa1024x10"], repeat, scratch, ["ours", "plain"]),
-                "xa512x100": bench("xa", inputs["xa512x100"], repeat, scratch, ["ours", "plain"]),
+                "xa1024x10": bench("xa", inputs["xa1024x10"], repeat, scratch, ["ours", "plain", SEED_NAME]),
+                "xa512x100": bench("xa", inputs["xa512x100"], repeat, scratch, ["ours", "plain", SEED_NAME]),
             }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -652,8 +683,10 @@ def main() -> int:
           "each with its own SOP Instance UID. ours and plain also write a .txt per file; "
           "the DCMTK loop writes PNGs only.\n")
     print(table(ct) + "\n")
-    print(ratio_line(ct, "DCMTK loop", 3))
-    print(ratio_line(ct, "plain", 2) + "\n")
+    print(ratio_line(ct, "DCMTK loop", 6))
+    print(ratio_line(ct, "plain", 4))
+    print(ratio_line(ct, SEED_NAME, None))
+    print(seed_notes())
     print("## Target 2: one XA cine, 1024x1024 x 100 frames, 12-bit, JPEG Lossless SV1 -> GIF + MP4\n")
     crf, preset, tune = ours_x264()
     print("ours scales the GIF to 512 px (its default); plain writes a full-size GIF; "
@@ -663,14 +696,22 @@ def main() -> int:
           + (f" (and with ours' settings in the `{plain_as_ours_name()}` row)" if plain_as_ours_name() else "")
           + ". The decode-only rows are `pydicom.pixels.iter_pixels` over all frames, with pydicom's "
           "own decoders (pylibjpeg here) and with libjpeg-turbo first as the converter sets it up: "
-          "the floor for anything built on pydicom's decoders.\n")
+          "the floor for anything built on pydicom's decoders. "
+          f"`{SEED_NAME}` is the first commit's converter run from git (bench/seed.py): a full-size GIF "
+          "and H.264 crf 18, preset medium, decoded by pylibjpeg; "
+          f"`{SEED_OPENCV_NAME}` is the same code with its MP4 written by OpenCV's "
+          "`cv2.VideoWriter` (fourcc mp4v, MPEG-4 Part 2 at OpenCV's default quality).\n")
     print(table(xa) + "\n")
-    print(ratio_line(xa, "plain", 2.5))
+    print(ratio_line(xa, SEED_NAME, 3))
+    print(ratio_line(xa, SEED_OPENCV_NAME, None))
+    print(ratio_line(xa, "plain", None))
     if plain_as_ours_name():
-        print(ratio_line(xa, plain_as_ours_name(), 2.5))
+        print(ratio_line(xa, plain_as_ours_name(), None))
     xa_mem = max(s.tree_mb for s in xa["ours"])
     print(f"- ours peak tree memory: **{xa_mem:.0f} MB** (largest of the runs; "
           f"target <= 300 MB: {verdict(xa_mem <= 300)})")
+    if seed_notes():
+        print(seed_notes().rstrip("\n"))
     for name in (DECODE_PYDICOM, DECODE_TURBO):
         floor = xa[name]
         print(f"- {name}: {median(floor, 'seconds'):.2f} s, {max(s.tree_mb for s in floor):.0f} MB; "
@@ -679,12 +720,16 @@ def main() -> int:
     if scaling:
         print("## Scaling (medians; memory = peak tree MB, largest of the runs)\n")
         rows = []
-        for tool in ("ours", "DCMTK loop", "plain"):
-            rows.append(("files x10 (10 -> 100 CT)", tool, scaling["ct10"][tool], ct[tool]))
-        for tool in ("ours", "plain"):
-            rows.append(("frames x10 (10 -> 100 frames, 1024^2 XA)", tool, scaling["xa1024x10"][tool], xa[tool]))
-        for tool in ("ours", "plain"):
-            rows.append(("frame size x4 (512^2 -> 1024^2, 100-frame XA)", tool, scaling["xa512x100"][tool], xa[tool]))
+        for tool in ("ours", "DCMTK loop", "plain", SEED_NAME):
+            if tool in ct:
+                rows.append(("files x10 (10 -> 100 CT)", tool, scaling["ct10"][tool], ct[tool]))
+        for tool in ("ours", "plain", SEED_NAME):
+            if tool in xa:
+                rows.append(("frames x10 (10 -> 100 frames, 1024^2 XA)", tool, scaling["xa1024x10"][tool], xa[tool]))
+        for tool in ("ours", "plain", SEED_NAME):
+            if tool in xa:
+                rows.append(("frame size x4 (512^2 -> 1024^2, 100-frame XA)", tool, scaling["xa512x100"][tool],
+                             xa[tool]))
         print(scaling_table(rows) + "\n")
     return 0
 

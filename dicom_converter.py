@@ -52,16 +52,19 @@ if TYPE_CHECKING:  # heavy imports are deferred so that --help answers at once
 DEFAULT_INPUT = "dicom_data"
 DEFAULT_OUTPUT = "output"
 DEFAULT_FPS = Fraction(10)
-# H.264 settings, measured (PSNR of each frame against the 8-bit input; the lowest
-# and the mean per clip) on pydicom's 64^2 noisy MR (emri_small), its ultrasound
-# cine, the sample XA run, and the noisy 512^2 and 1024^2 angiography-like clips
-# of bench/.  With tune psnr, preset veryfast at crf 13 gave 41.0-47.5 dB lowest,
-# 42.3-48.5 dB mean, within 0.4 dB of preset faster at crf 15 (the previous
-# default), in 60% of its CPU time (1024^2 x 100: 6.4 s against 10.7 s) for 13%
-# more bytes.  PyAV's usual crf 18 / medium gave 36 dB on the small MR (mean
-# error 3 levels) at 3x faster's time.
-DEFAULT_CRF = 13
-X264_PRESET = "veryfast"
+# H.264 settings, measured by bench/x264.py (PSNR of each frame's luma against the
+# 8-bit input, as fed and as a player shows it; the lowest per clip) on pydicom's
+# 64^2 noisy MR (emri_small), the sample XA runs, and bench/'s noisy 512^2 and
+# 1024^2 angiography clips, 2026-12: preset ultrafast at crf 15 keeps every grey
+# clip at >= 40.7 dB worst frame (XA 1024^2: 42.6 / 41.1 dB) in 0.8 s of CPU for
+# 100 frames of 1024^2, where veryfast at crf 13 (the previous default) took 3.6 s
+# for 43.9 / 42.4 dB and 12% fewer bytes: noisy angiography at these rates is
+# mostly entropy coding.  8x8dct keeps the High profile (ultrafast alone writes
+# Constrained Baseline); the macroblock tree with a short lookahead keeps nearly
+# still clips small (the sample XA: 46 KB, not 119 KB without it).
+DEFAULT_CRF = 15
+X264_PRESET = "ultrafast"
+X264_PARAMS = "8x8dct=1:mbtree=1:rc-lookahead=10"
 X264_TUNE = "psnr"  # fidelity to the pixels over psycho-visual sharpening
 # GIF frames are scaled to fit this (the MP4 and PNGs keep full size): a 1024^2
 # angiography GIF is a preview, and a quarter of the pixels is a quarter of the bytes.
@@ -1709,7 +1712,8 @@ def mp4_writer(path: Path, rate: Fraction, crf: int):
             stream = state["stream"] = container.add_stream("libx264", rate=rate)
             stream.width, stream.height = frame.shape[1], frame.shape[0]
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": X264_PRESET, "tune": X264_TUNE, "profile": "high"}
+            stream.options = {"crf": str(crf), "preset": X264_PRESET, "tune": X264_TUNE, "profile": "high",
+                              "x264-params": X264_PARAMS}
             stream.codec_context.colorspace = av.video.reformatter.Colorspace.ITU601
             stream.codec_context.color_range = av.video.reformatter.ColorRange.MPEG
         image = av.VideoFrame.from_ndarray(
@@ -6964,7 +6968,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="frames per second for GIF and MP4 (default: the file's own rate, else 10)")
     cine.add_argument("--crf", type=int, default=DEFAULT_CRF, choices=range(0, 52), metavar="0-51",
                       help=f"H.264 quality: lower is better and larger (default {DEFAULT_CRF}: "
-                      "worst frame 41-47.5 dB PSNR on the test clips, visually lossless; each +6 roughly halves the size)")
+                      "worst frame 40.7 dB PSNR or better on the grey test clips, visually lossless; each +6 roughly halves the size)")
     cine.add_argument("--no-transcode", action="store_true",
                       help="HEVC videos: only the stream copied into STEM.mp4 (Safari, Edge), not also re-encoded "
                       f"to H.264 in STEM{TRANSCODED_SUFFIX} for Chrome and Firefox")

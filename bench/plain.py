@@ -13,7 +13,7 @@ rescale and window it in float64, then
 It is a yardstick, not a converter: no VOI LUT sequences, palettes, overlays,
 per-frame functional groups or error handling beyond skipping non-DICOM files.
 
-    python3 bench/plain.py INPUT -o OUTPUT [--crf 18] [--preset medium] [--tune TUNE]
+    python3 bench/plain.py INPUT -o OUTPUT [--crf 18] [--preset medium] [--tune TUNE] [--x264-params K=V:...]
 """
 
 import argparse
@@ -113,10 +113,13 @@ def main():
     parser.add_argument("--crf", default="18")
     parser.add_argument("--preset", default="medium")
     parser.add_argument("--tune", help="x264 tune (default none)")
+    parser.add_argument("--x264-params", help="x264 options (default none)")
     args = parser.parse_args()
     x264 = {"crf": args.crf, "preset": args.preset}
     if args.tune:
         x264["tune"] = args.tune
+    if args.x264_params:
+        x264["x264-params"] = args.x264_params
 
     source = Path(args.input)
     out_dir = Path(args.output)

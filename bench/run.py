@@ -414,10 +414,10 @@ def dcmtk_loop(folder: Path, out: Path) -> list[str]:
     return ["bash", "-c", script, "dcmtk-loop", str(folder), str(out)]
 
 
-PLAIN_X264 = ("18", "medium", None)  # plain.py's defaults: crf, preset, tune
+PLAIN_X264 = ("18", "medium", None, None)  # plain.py's defaults: crf, preset, tune, x264-params
 
 
-def ours_x264() -> tuple[str, str, str | None]:
+def ours_x264() -> tuple[str, str, str | None, str | None]:
     """Ours' default x264 crf, preset and tune, read from its source (no import)."""
     import re
 
@@ -429,15 +429,16 @@ def ours_x264() -> tuple[str, str, str | None]:
 
     return (constant(r"^DEFAULT_CRF\s*=\s*(\d+)", "18"),
             constant(r"^X264_PRESET\s*=\s*[\"'](\w+)", "medium"),
-            constant(r"^X264_TUNE\s*=\s*[\"'](\w+)", None))
+            constant(r"^X264_TUNE\s*=\s*[\"'](\w+)", None),
+            constant(r"^X264_PARAMS\s*=\s*[\"']([^\"']+)", None))
 
 
 def plain_as_ours_name() -> str | None:
     """The name of the 'plain with ours' x264 settings' row, or None when plain's already match."""
-    crf, preset, tune = ours_x264()
-    if (crf, preset, tune) == PLAIN_X264:
+    crf, preset, tune, params = ours_x264()
+    if (crf, preset, tune, params) == PLAIN_X264:
         return None
-    return f"plain, x264 as ours (crf {crf}, {preset}{', tune ' + tune if tune else ''})"
+    return f"plain, x264 as ours (crf {crf}, {preset}{', tune ' + tune if tune else ''}{', ' + params if params else ''})"
 
 
 SEED_NOTES: dict[str, str | None] = {}  # seed tool -> why it is skipped (None: it runs)
@@ -469,9 +470,10 @@ def tools_for(kind: str, source: Path) -> dict[str, object]:
         tools[SEED_OPENCV_NAME] = lambda out: [PY, str(SEED), "--opencv", str(source), "-o", str(out)]
     as_ours = plain_as_ours_name()
     if kind == "xa" and as_ours:
-        crf, preset, tune = ours_x264()
+        crf, preset, tune, params = ours_x264()
         tools[as_ours] = lambda out: [PY, str(PLAIN), str(source), "-o", str(out), "--crf", crf,
-                                      "--preset", preset] + (["--tune", tune] if tune else [])
+                                      "--preset", preset] + (["--tune", tune] if tune else []) + (
+                                      ["--x264-params", params] if params else [])
     if kind == "xa":
         tools["ours --gif-max-size 0"] = lambda out: [
             PY, str(CONVERTER), str(source), "-o", str(out), "-q", "--gif-max-size", "0"]
@@ -688,10 +690,11 @@ def main() -> int:
     print(ratio_line(ct, SEED_NAME, None))
     print(seed_notes())
     print("## Target 2: one XA cine, 1024x1024 x 100 frames, 12-bit, JPEG Lossless SV1 -> GIF + MP4\n")
-    crf, preset, tune = ours_x264()
+    crf, preset, tune, params = ours_x264()
     print("ours scales the GIF to 512 px (its default); plain writes a full-size GIF; "
           "`ours --gif-max-size 0` is ours with a full-size GIF, for a like-for-like output. "
-          f"ours encodes H.264 with crf {crf}, preset {preset}{', tune ' + tune if tune else ''}; "
+          f"ours encodes H.264 with crf {crf}, preset {preset}{', tune ' + tune if tune else ''}"
+          f"{', x264-params ' + params if params else ''}; "
           "plain with crf 18, preset medium"
           + (f" (and with ours' settings in the `{plain_as_ours_name()}` row)" if plain_as_ours_name() else "")
           + ". The decode-only rows are `pydicom.pixels.iter_pixels` over all frames, with pydicom's "

@@ -128,7 +128,7 @@ def cpu_seconds() -> float:
 
 
 def encode(frames: list[np.ndarray], path: Path, rate: Fraction, crf: int, preset: str,
-           tune: str | None) -> tuple[float, float]:
+           tune: str | None, params: str | None = None) -> tuple[float, float]:
     """Encode as `mp4_writer` does, with this preset/crf/tune; returns (CPU s, wall s)."""
     cpu0, wall0 = cpu_seconds(), time.perf_counter()
     container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
@@ -140,8 +140,10 @@ def encode(frames: list[np.ndarray], path: Path, rate: Fraction, crf: int, prese
         options = {"crf": str(crf), "preset": preset, "profile": "high"}
         if tune:
             options["tune"] = tune
-        # the same order of keys as mp4_writer (crf, preset, tune, profile)
-        stream.options = {k: options[k] for k in ("crf", "preset", "tune", "profile") if k in options}
+        if params:
+            options["x264-params"] = params
+        # the same order of keys as mp4_writer (crf, preset, tune, profile, x264-params)
+        stream.options = {k: options[k] for k in ("crf", "preset", "tune", "profile", "x264-params") if k in options}
         stream.codec_context.colorspace = av.video.reformatter.Colorspace.ITU601
         stream.codec_context.color_range = av.video.reformatter.ColorRange.MPEG
         for count, frame in enumerate(frames):
@@ -192,7 +194,7 @@ def same_as_converter(frames: list[np.ndarray], rate: Fraction, scratch: Path, t
     gets `tries` runs to match.
     """
     ours, theirs = scratch / "check_encode.mp4", scratch / "check_writer.mp4"
-    encode(frames, ours, rate, dc.DEFAULT_CRF, dc.X264_PRESET, dc.X264_TUNE)
+    encode(frames, ours, rate, dc.DEFAULT_CRF, dc.X264_PRESET, dc.X264_TUNE, getattr(dc, "X264_PARAMS", None))
     same = False
     for _ in range(tries):
         with dc.mp4_writer(theirs, rate, dc.DEFAULT_CRF) as write:
@@ -410,7 +412,8 @@ def stages_section(xa: Path, scratch: Path, results: dict) -> str:
             setattr(dc, name, fn)
 
     mp4 = scratch / "stage.mp4"
-    x264_cpu, x264_wall = encode(frames, mp4, rate, dc.DEFAULT_CRF, dc.X264_PRESET, dc.X264_TUNE)
+    x264_cpu, x264_wall = encode(frames, mp4, rate, dc.DEFAULT_CRF, dc.X264_PRESET, dc.X264_TUNE,
+                                 getattr(dc, "X264_PARAMS", None))
     mp4.unlink()
 
     # the whole converter, and a bare start-up + import, as processes (wait4)

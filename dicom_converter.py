@@ -6371,6 +6371,9 @@ def _run_in_pool(waiting: TaskQueue, jobs: int, chunk: int) -> Iterator[tuple[in
     finally:  # Ctrl-C or SIGTERM: stop the workers now; they delete their temporary files
         pool.shutdown(wait=False, cancel_futures=True)
         end_processes(multiprocessing.active_children())
+        # then wait for the pool's own thread: a pool forked after a crash while it still held
+        # a queue's lock would start workers that wait on that lock for ever
+        pool.shutdown(wait=True)
 
 
 def end_processes(processes) -> None:

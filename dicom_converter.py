@@ -1488,39 +1488,107 @@ def fit_within(frame: np.ndarray, max_size: int | None) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX))
 
 
-def grey_levels(histogram: np.ndarray, count: int) -> np.ndarray:
-    """At most `count` grey levels for a frame with this 256-bin `histogram` (Lloyd-Max).
+# GIF quality and size (issue #18; tests/test_gif_size.py).  A grey frame is
+# shown through uniform bins of greys, each drawn as the mean grey of its
+# pixels, as wide as keeps the frame at 40 dB PSNR against the 8-bit frame.  On
+# the 512^2 x 40-frame noisy angiography-like clips that makes 0.29-0.31 of
+# Pillow's optimize=True GIF where the old 45 dB ladder of Lloyd-Max palettes
+# made 0.73-0.76 (0.42 on pydicom's noisy MR cine, was 0.81; 0.19 on the XA
+# sample, was 0.22), in half the CPU time (3.2 ms a 512^2 frame, was 5.6-6.4).
+# Noise is what LZW pays for, and at a given error uniform bins leave the fewest
+# distinct values: Lloyd-Max palettes held to 40 dB made 0.42-0.58.  Colour
+# frames keep their median-cut palettes and drift thresholds, tried in turn
+# until the frame reaches its target (the palette cine needs the 31-colour
+# first step: 0.51 without it).
+GIF_MIN_PSNR_GREY = 40.0    # visually lossless for a preview; the frame PNGs and the MP4 are the faithful outputs
+GIF_MIN_PSNR_COLOUR = 42.0  # colour clips are mostly lossy-JPEG ultrasound already
+# Bin widths tried, coarsest first.  Whole greys alone step over the target
+# (8 greys: 40.9 dB on noise, 9: 39.8): quarters made the GIFs 0-18% smaller.
+# The last, 1.25, is never under 48 dB (no pixel more than one grey off), so any
+# target up to that is met.
+GIF_GREY_STEPS = tuple(quarters / 4 for quarters in range(64, 4, -1))  # 16, 15.75, ... 1.25
+GIF_GREY_EXACT = 32  # a frame of at most this many greys keeps them all (synthetic, labels, few-level data)
+GIF_GREY_RUN = 8  # unchanged greys in a row at least this long are left transparent; shorter runs are redrawn
+GIF_COLOUR_STEPS = ((31, 4), (63, 4), (127, 3), (255, 2), (255, 0))
+GIF_MAX_COLOURS = 255  # one palette entry is always left free for "unchanged" (transparent)
+GIF_COLOUR_MAX_ERROR = 32  # levels in any channel: a pixel further off gets a colour of its own
+GIF_RARE_COLOURS = 16  # at most this many palette entries for such colours
 
-    A frame with no more distinct values keeps them exactly.  Otherwise the
-    levels start at the histogram's quantiles and are refined on the
-    histogram (256 bins, not the pixels) to minimise the squared error.
+
+def grey_bins(step: float) -> np.ndarray:
+    """The bin of each grey value (256 entries): bins `step` greys wide, but black and white
+    each a bin of their own, so a black background, a redacted band or white burned-in
+    text stays exactly black or white."""
+    import numpy as np
+
+    inner = 1 + np.floor((np.arange(1, 255) - 1) / step).astype(np.int64)
+    return np.concatenate(([0], inner, [inner[-1] + 1])).astype(np.uint8)
+
+
+def bin_greys(histogram: np.ndarray, bins: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """The grey each bin is shown as for a frame with this 256-bin `histogram`: the mean
+    of its pixels, or its `previous` grey where that is within one grey of the mean.
+
+    Keeping the grey keeps the unchanged pixels of the bin unchanged on screen, so
+    they stay transparent: a band of a noisy static frame brightened by 40 greys
+    cost 0.41 of the first frame's bytes with fresh means, 0.13 with kept ones.
     """
     import numpy as np
 
-    histogram = histogram.astype(np.float64)
-    present = np.flatnonzero(histogram)
-    if len(present) <= count:
-        return present.astype(np.uint8)
-    values = np.arange(256, dtype=np.float64)
-    cdf = np.cumsum(histogram) / histogram.sum()
-    levels = np.interp((np.arange(count) + 0.5) / count, cdf, values)
-    for _ in range(12):
-        nearest = np.searchsorted((levels[1:] + levels[:-1]) / 2, values)
-        weight = np.bincount(nearest, histogram, count)
-        total = np.bincount(nearest, histogram * values, count)
-        levels = np.where(weight > 0, total / np.maximum(weight, 1e-12), levels)
-    return np.unique(np.rint(levels)).astype(np.uint8)
+    count = int(bins[-1]) + 1
+    weight = np.bincount(bins, histogram, count)
+    mean = np.bincount(bins, histogram * np.arange(256), count) / np.maximum(weight, 1)  # 0: no pixel in it
+    if previous is not None:
+        mean = np.where(np.abs(mean - previous) <= 1, previous, mean)
+    return np.rint(mean).astype(np.uint8)
 
 
-def quantise_grey(frame: np.ndarray, count: int, histogram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Palette indices of `frame` (whose 256-bin `histogram` is given), its grey palette
-    (N x 3, R=G=B), and the grey each pixel is then shown as."""
+def grey_psnr(histogram: np.ndarray, bins: np.ndarray, greys: np.ndarray) -> float:
+    """PSNR of a frame with this 256-bin `histogram` shown through `bins` and their `greys`:
+    worked out on the histogram (256 values, not the pixels), exactly as `psnr` would."""
     import numpy as np
 
-    levels = grey_levels(histogram, count)
-    nearest = np.searchsorted((levels[1:].astype(np.float64) + levels[:-1]) / 2, np.arange(256))
-    indices = nearest.astype(np.uint8).take(frame)
-    return indices, np.repeat(levels[:, None], 3, axis=1), levels.take(indices)
+    error = np.arange(256) - greys.take(bins).astype(np.int64)
+    return _psnr_of(int((histogram * error * error).sum()), int(histogram.sum()))
+
+
+def choose_grey_bins(histogram: np.ndarray, previous: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """(bins, greys) for a frame: the `previous` frame's bins while they keep it at
+    GIF_MIN_PSNR_GREY, else the widest of GIF_GREY_STEPS that does (0.4 ms a 512^2 frame).
+
+    Keeping the bins keeps the palette indices of unchanged pixels: a new width
+    for a few changed rows of a noisy static frame redrew all of it (0.96 of the
+    first frame's bytes where 0.03 were enough).  A width is only left when the
+    target is missed, never for a coarser one, so a clip whose first frame needs
+    fine bins keeps them; its noise, which sets the width, changes little.
+    """
+    if previous is not None:
+        bins = previous[0]
+        greys = bin_greys(histogram, bins, previous[1])
+        if grey_psnr(histogram, bins, greys) >= GIF_MIN_PSNR_GREY:
+            return bins, greys
+    for step in GIF_GREY_STEPS:
+        bins = grey_bins(step)
+        greys = bin_greys(histogram, bins)
+        if grey_psnr(histogram, bins, greys) >= GIF_MIN_PSNR_GREY:
+            break
+    return bins, greys
+
+
+def quantise_grey(frame: np.ndarray, histogram: np.ndarray, previous: tuple | None = None):
+    """Palette indices of `frame` (whose 256-bin `histogram` is given), its grey palette
+    (N x 3, R=G=B, N < 256), the grey each pixel is then shown as, and the (bins, greys)
+    used, for the next frame (None when the frame's few greys were kept exactly)."""
+    import numpy as np
+
+    present = np.flatnonzero(histogram)
+    if len(present) <= GIF_GREY_EXACT:  # kept exactly: nothing to gain from merging so few
+        bins, greys, chosen = np.zeros(256, dtype=np.uint8), present.astype(np.uint8), None
+        bins[present] = np.arange(len(present))
+    else:
+        bins, greys = chosen = choose_grey_bins(histogram, previous)
+    indices = bins.take(frame)
+    return indices, np.repeat(greys[:, None], 3, axis=1), greys.take(indices), chosen
 
 
 def quantise_colour(frame: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1535,7 +1603,7 @@ def quantise_colour(frame: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarr
     import numpy as np
     from PIL import Image
 
-    image = Image.fromarray(frame).quantize(colors=min(count, GIF_TRANSPARENT),
+    image = Image.fromarray(frame).quantize(colors=min(count, GIF_MAX_COLOURS),
                                             method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     palette = np.frombuffer(image.palette.tobytes(), dtype=np.uint8).reshape(-1, 3)[:count].copy()
     indices = np.asarray(image).copy()
@@ -1582,93 +1650,130 @@ def give_rare_colours_entries(frame: np.ndarray, indices: np.ndarray, palette: n
     indices[far] = freed[rare_indices]
 
 
-# GIF quality: every frame is written with the fewest palette entries and the
-# loosest redraw threshold (grey levels a pixel may drift before it is redrawn)
-# that keep it at the PSNR target against the 8-bit frame; the last step of each
-# ladder is exact for grey.  Measured on pydicom's ultrasound cines and a noisy
-# angiography-like clip (tests/test_gif_size.py): colour clips come out under
-# half the size of Pillow's optimize=True GIF (the palette cine needed the
-# 31-colour first step: 0.51 without it); grey clips of 512^2 or less about 0.75
-# of it (noise limits LZW), larger ones far less after downscaling.
-GIF_MIN_PSNR_GREY = 45.0    # grey clips are read for subtle contrast: mean error < 1 level
-GIF_MIN_PSNR_COLOUR = 42.0  # colour clips are mostly lossy-JPEG ultrasound already
-GIF_GREY_STEPS = ((32, 2), (64, 1), (128, 1), (255, 0))
-GIF_COLOUR_STEPS = ((31, 4), (63, 4), (127, 3), (255, 2), (255, 0))
-GIF_TRANSPARENT = 255  # palette index meaning "unchanged": never a colour
-GIF_COLOUR_MAX_ERROR = 32  # levels in any channel: a pixel further off gets a colour of its own
-GIF_RARE_COLOURS = 16  # at most this many palette entries for such colours
-
-
 def psnr(shown: np.ndarray, wanted: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of 8-bit `shown` against `wanted`, in dB (inf if equal)."""
-    import numpy as np
+    """Peak signal-to-noise ratio of 8-bit `shown` against `wanted`, in dB (inf if equal).
 
-    mse = np.mean((shown.astype(np.float32) - wanted.astype(np.float32)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
-def gif_frame_update(frame: np.ndarray, shown: np.ndarray | None):
-    """Choose how to draw `frame` over the canvas `shown`; returns indices, palette, changed, canvas.
-
-    Tries each (palette size, threshold) step in turn and keeps the first whose
-    resulting canvas reaches the PSNR target against the frame.
+    The squared errors are summed exactly (integers), so this agrees to the last
+    bit with the error `grey_psnr` works out from a histogram: a frame
+    written at the target is measured at the target, not a rounding under it.
     """
     import numpy as np
 
-    grey = frame.ndim == 2
-    steps = GIF_GREY_STEPS if grey else GIF_COLOUR_STEPS
-    target = GIF_MIN_PSNR_GREY if grey else GIF_MIN_PSNR_COLOUR
-    if grey:  # the same for every step: computed once
-        histogram = np.bincount(frame.ravel(), minlength=256)
+    error = shown.astype(np.int32) - wanted
+    return _psnr_of(int(np.square(error).sum(dtype=np.int64)), error.size)  # 0.4 ms for 512^2 RGB; float32 took 2.6
+
+
+def _psnr_of(squared_error: int, count: int) -> float:
+    """PSNR in dB of `count` 8-bit samples whose squared errors sum to `squared_error`."""
+    import math
+
+    return float("inf") if squared_error == 0 else 10 * math.log10(255.0**2 * count / squared_error)
+
+
+def in_long_runs(mask: np.ndarray, length: int) -> np.ndarray:
+    """The pixels of a 2-D boolean `mask` that lie in a run of at least `length` True pixels along a row."""
+    import numpy as np
+
+    cols = mask.shape[1]
+    starts = mask[:, : max(0, cols - length + 1)].copy()  # True where a whole run of `length` starts
+    for shift in range(1, length):  # loops over the run's length, not the pixels
+        starts &= mask[:, shift : shift + starts.shape[1]]
+    out = np.zeros_like(mask)
+    for shift in range(length):
+        out[:, shift : shift + starts.shape[1]] |= starts
+    return out
+
+
+def gif_grey_update(frame: np.ndarray, shown: np.ndarray | None, previous: tuple | None):
+    """How to draw grey `frame` over the canvas `shown`, the previous frame's (bins, greys)
+    given; returns indices, palette, drawn, canvas and the (bins, greys) for the next frame.
+
+    The canvas becomes exactly the quantised frame.  A pixel whose grey is unchanged is
+    left transparent only inside a row-wise run of GIF_GREY_RUN or more: LZW codes
+    a long run of one index in a few codes, but a lone transparent pixel is one more
+    symbol in the noise.  On noisy clips half the pixels keep their grey, scattered,
+    and leaving all of them transparent made the GIF 21-29% larger than redrawing
+    them; on a static textured background with a moving part, redrawing everything
+    changed made it 3x larger.  Runs of 8: within 3% of the better of the two on
+    each clip, 5% under both on a smooth one (runs of 4: 6-13% over on noise; runs
+    of 16: 9% over on the static background).
+    """
+    import numpy as np
+
+    histogram = np.bincount(frame.ravel(), minlength=256)
+    indices, palette, values, chosen = quantise_grey(frame, histogram, previous)
+    if shown is None:
+        return indices, palette, np.ones(frame.shape, dtype=bool), values, chosen
+    return indices, palette, ~in_long_runs(values == shown, GIF_GREY_RUN), values, chosen
+
+
+def gif_colour_update(frame: np.ndarray, shown: np.ndarray | None):
+    """How to draw RGB `frame` over the canvas `shown`; returns indices, palette, drawn, canvas.
+
+    Each (palette size, threshold) step is tried in turn and the first whose
+    canvas reaches the PSNR target against the frame is kept; a pixel is redrawn
+    where it drifted more than the threshold from the canvas.
+    """
+    import numpy as np
+
     if shown is not None:
-        drift = np.abs(frame.astype(np.int16) - shown) if grey else channel_error(frame, shown)
-    for count, threshold in steps:
-        if grey:
-            indices, palette, values = quantise_grey(frame, count, histogram)
-        else:
-            indices, palette, values = quantise_colour(frame, count)
+        drift = channel_error(frame, shown)
+    for count, threshold in GIF_COLOUR_STEPS:
+        indices, palette, values = quantise_colour(frame, count)
         if shown is None:
-            changed, canvas = np.ones(frame.shape[:2], dtype=bool), values
+            drawn, canvas = np.ones(frame.shape[:2], dtype=bool), values
         else:
-            changed = drift > threshold
-            canvas = np.where(changed if grey else changed[..., None], values, shown)
-        if psnr(canvas, frame) >= target:
+            drawn = drift > threshold
+            canvas = np.where(drawn[..., None], values, shown)
+        if psnr(canvas, frame) >= GIF_MIN_PSNR_COLOUR:
             break
-    return indices, palette, changed, canvas
+    return indices, palette, drawn, canvas
+
+
+def gif_frame_update(frame: np.ndarray, shown: np.ndarray | None, bins: tuple | None):
+    """Choose how to draw `frame` over the canvas `shown`, the grey `bins` of the frame
+    before given; returns indices, palette, drawn, canvas, and the bins for the next frame
+    (see `gif_grey_update`, `gif_colour_update`)."""
+    if frame.ndim == 2:
+        return gif_grey_update(frame, shown, bins)
+    return (*gif_colour_update(frame, shown), None)
 
 
 @contextlib.contextmanager
 def gif_writer(path: Path, durations_ms: Iterable[float], max_size: int | None = DEFAULT_GIF_MAX_SIZE):
     """Stream frames into a looping GIF89a; yields ``write(frame)``.
 
-    Each frame carries its own palette (grey levels from its histogram, or
-    colours by median cut) and only the pixels that drifted from what is on
-    screen: the rest is transparent, and the frame is cropped to the changed
-    box (see `gif_frame_update`).  Only the displayed canvas is kept between
-    frames, so a long clip streams in constant memory.
+    Each frame carries its own palette (greys in bins, or colours by median
+    cut) and only the pixels it redraws: the rest is transparent, and the frame
+    is cropped to the box of what it draws (see `gif_frame_update`).  The
+    transparent index is the palette's first free entry, so a frame's colour
+    table is no longer than it needs.  Only the displayed canvas is kept
+    between frames, so a long clip streams in constant memory.
     """
     import numpy as np
     from PIL import GifImagePlugin, Image
 
     delays = _gif_delays(durations_ms)
-    state: dict = {"shown": None}
+    state: dict = {"shown": None, "bins": None}  # the canvas, and the grey bins of the frame before
 
     def write(frame: np.ndarray) -> None:
         frame = fit_within(frame, max_size)
         if state["shown"] is None:
             _write_gif_header(fp, frame.shape[1], frame.shape[0])
-        indices, palette, changed, state["shown"] = gif_frame_update(frame, state["shown"])
-        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        shown, bins = state["shown"], state["bins"]
+        indices, palette, drawn, state["shown"], state["bins"] = gif_frame_update(frame, shown, bins)
+        rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
         if rows.size:
             top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         else:  # nothing changed: a 1x1 transparent frame keeps the frame and its delay
             top, bottom, left, right = 0, 1, 0, 1
-        box = np.where(changed[top:bottom, left:right], indices[top:bottom, left:right], GIF_TRANSPARENT)
+        transparent = len(palette)
+        box = np.where(drawn[top:bottom, left:right], indices[top:bottom, left:right], transparent)
         image = Image.fromarray(box.astype(np.uint8), mode="L").convert("P")
-        image.putpalette(palette.astype(np.uint8).tobytes())
+        image.putpalette(palette.astype(np.uint8).tobytes() + b"\x00\x00\x00")  # + the transparent entry
         for chunk in GifImagePlugin.getdata(
             image, offset=(int(left), int(top)), duration=next(delays),
-            transparency=GIF_TRANSPARENT, disposal=1, include_color_table=True,
+            transparency=transparent, disposal=1, include_color_table=True,
         ):
             fp.write(chunk)
 
@@ -1874,12 +1979,28 @@ def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
 
     Sequences are indented item by item; private tags are included; bulk and
     long binary values are summarised by their size, never dumped.
+
+    A value pydicom has not converted yet (a raw element) is formatted from
+    its bytes when `_raw_line` can prove the text is the one its conversion
+    would give; any other goes through pydicom (`ds[tag]`) as always.  Raw
+    elements formatted so are left raw: whoever reads them later gets
+    pydicom's own conversion.
     """
+    from pydicom.dataelem import RawDataElement
+
     indent = "  " * depth
+    fast = _raw_formatting_allowed() and _raw_charset_read(ds)
+    encoding = _raw_text_encoding(ds) if fast else None
+    creators: dict[int, object] = {}  # what `_raw_line` has read of private creators, by tag
     for tag in ds.keys():
         raw = ds.get_item(tag, keep_deferred=True)
-        keyword = _keyword_of(tag) or _private_name(ds, tag)
-        tag_text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        if fast and isinstance(raw, RawDataElement):
+            line = _raw_line(ds, int(tag), raw, encoding, creators)
+            if line is not None:
+                yield indent + line
+                continue
+        tag_text, keyword, _ = _tag_info(tag)
+        keyword = keyword or _private_name(ds, tag)
         size = _bulk_size(raw, keyword, getattr(ds, "filename", None) if depth == 0 else None)
         if size is not None:
             yield f"{indent}{tag_text} {raw.VR or '??'} {keyword:<32} <{size}, not dumped>"
@@ -1950,6 +2071,416 @@ def _value_text(element) -> str:
     if value is None or value == "":
         return "(empty)"
     return _text_of(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
+
+
+# -----------------------------------------------------------------------------
+# Raw values formatted from their bytes (issue #18)
+#
+# pydicom converts an element when it is first read, building value objects
+# (DSfloat, IS, UID, PersonName, MultiValue) and writing the element back into
+# the dataset: for the .txt that was most of its cost.  The formatters below
+# mirror, VR by VR, what pydicom 3's converters (pydicom.values) and
+# `_value_text` make of the bytes.  Two things must not change: the text, and
+# pydicom's warnings, which the log line quotes (`_with_warnings`).  So a
+# formatter takes only values pydicom converts silently, and returns None for
+# any other (too long, not matching the VR's pattern, not decodable, escape
+# sequences, an odd length), which sends the element the old way.
+# -----------------------------------------------------------------------------
+
+_TAG_INFO: dict[int, tuple[str, str, str | None]] = {}
+_PRIVATE_INFO: dict[tuple[int, str], tuple[str, str]] = {}
+_INFO_LIMIT = 65536  # entries per cache; a file of random tags must not grow them without end
+_UNKNOWN = object()  # a private creator that cannot be read without converting it
+_LUT_DESCRIPTOR_TAGS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})  # pydicom mends a negative first value
+_RAW_TEXT_CODECS = frozenset({"ascii", "iso8859-1", "utf-8"})  # ISO_IR 6, ISO_IR 100, ISO_IR 192
+_IS_PATTERN = re.compile(r" *[+\-]?[0-9]+ *")  # pydicom's IS pattern, ASCII digits only
+_UI_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")  # pydicom's UI pattern
+
+
+def _raw_formatting_allowed() -> bool:
+    """Whether pydicom converts values the default way, the one the formatters mirror.
+
+    Hooks, a data element callback, numpy or Decimal values, datetime objects
+    or validation that raises all change what conversion gives or does.
+    """
+    import pydicom.hooks
+    import pydicom.valuerep
+    from pydicom import config
+
+    hooks = pydicom.hooks.hooks
+    return (
+        config.data_element_callback is None
+        and not hooks.raw_element_kwargs
+        and hooks.raw_element_vr is pydicom.hooks.raw_element_vr
+        and hooks.raw_element_value is pydicom.hooks.raw_element_value
+        and pydicom.valuerep.DSclass is pydicom.valuerep.DSfloat
+        and not (config.use_DS_numpy or config.use_IS_numpy or config.datetime_conversion)
+        and not config.use_none_as_empty_text_VR_value
+        and config.settings.reading_validation_mode != config.RAISE
+    )
+
+
+def _raw_charset_read(ds: Dataset) -> bool:
+    """Whether converting an element of `ds` leaves its Specific Character Set alone.
+
+    In a dataset without a character set from reading (one built in memory)
+    pydicom reads (0008,0005) for every element it converts, and that read
+    may warn or fail: such a dataset is dumped the old way.
+    """
+    return bool(ds.original_character_set) or 0x00080005 not in ds
+
+
+def _raw_text_encoding(ds: Dataset) -> str | None:
+    """The Python encoding pydicom decodes `ds`'s text values with (SH, LO, ST, LT, UT,
+    UC, PN), when it is one the formatters handle; None sends those VRs the old way.
+
+    pydicom uses the character set read with the dataset, else its own Specific
+    Character Set, else its parent's; escape sequences (ISO 2022 code
+    extensions) are refused value by value (`_decoded`).
+    """
+    import codecs
+
+    charset = ds.original_character_set
+    if not charset:  # and no Specific Character Set (`_raw_charset_read`)
+        charset = getattr(ds, "_parent_encoding", None)  # what pydicom's `_character_set` falls back on
+        if charset is None:
+            return None
+    encodings = [charset] if isinstance(charset, str) else list(charset or ())
+    first = encodings[0] if encodings else "iso8859"  # pydicom's default when none is given
+    try:
+        codec = codecs.lookup(first).name
+    except LookupError:  # pydicom warns, and decodes as ISO_IR 6
+        return None
+    return first if codec in _RAW_TEXT_CODECS else None
+
+
+def _tag_info(tag: int) -> tuple[str, str, str | None]:
+    """``(GGGG,EEEE)``, the keyword and the dictionary VR (None if pydicom has none) of `tag`.
+
+    For a tag without a keyword the name is the one `_private_name` gives
+    without looking at the dataset ("Unknown", "PrivateCreator"), or "" for a
+    private tag, named after its creator.  Cached: the same tags recur in
+    every file, and pydicom's dictionary lookups are slow.
+    """
+    info = _TAG_INFO.get(tag)
+    if info is None:
+        from pydicom.datadict import dictionary_VR
+
+        group, element = tag >> 16, tag & 0xFFFF
+        keyword = _keyword_of(tag)
+        if not keyword and not group % 2:
+            keyword = "Unknown"
+        elif not keyword and 0x0010 <= element < 0x0100:
+            keyword = "PrivateCreator"
+        try:
+            vr = dictionary_VR(tag)
+        except Exception:
+            vr = None
+        if len(_TAG_INFO) >= _INFO_LIMIT:
+            _TAG_INFO.clear()
+        info = _TAG_INFO[tag] = (f"({group:04X},{element:04X})", keyword, vr)
+    return info
+
+
+def _raw_line(ds: Dataset, tag: int, raw, encoding: str | None, creators: dict) -> str | None:
+    """The dump line of a raw element (without indent) formatted from its bytes, or None
+    when only pydicom's conversion can tell: deferred, bulk or undefined-length
+    values (sequences), ambiguous or unknown VRs, and values `_RAW_FORMATTERS` refuse.
+
+    `tag` is a plain int (pydicom's BaseTag compares slowly); `creators` caches
+    the private creators read for `ds` (`_private_creator`).
+    """
+    value = raw.value  # None when deferred (on disk), and for some empty values
+    if (value is None and raw.length) or raw.length == 0xFFFFFFFF:
+        return None
+    tag_text, keyword, vr = _tag_info(tag)
+    if keyword in BULK_DATA_KEYWORDS:
+        return None
+    private = (tag >> 16) % 2 == 1
+    creator = None  # a private tag's creator: its VR and name may depend on it
+    if private:
+        # Converting a private element makes pydicom read its creator (gggg,00xx)
+        # into it, and converting a creator makes it read (gggg,0000) likewise:
+        # those conversions may warn or fail, so they must be silent ones.
+        element, group = tag & 0xFFFF, tag & 0xFFFF0000
+        if element < 0x0010:  # (gggg,0000-000F): pydicom takes (gggg,0000) for their creator
+            return None
+        if group not in creators:
+            creators[group] = ds.get_item(group, keep_deferred=True) is not None
+        if creators[group]:  # a private group length: left to pydicom
+            return None
+        if element >= 0x0100:  # not a creator itself
+            block = group | (element >> 8)
+            creator = creators.get(block, creators)
+            if creator is creators:
+                creator = creators[block] = _private_creator(ds, block, encoding)
+    if creator is _UNKNOWN:
+        return None
+    # the VR as pydicom's `raw_element_vr` hook finds it
+    if raw.VR is None:  # implicit VR: the dictionary's
+        if vr is None:
+            if private:
+                vr = _private_vr(tag, creator)
+            elif tag & 0xFFFF == 0:  # a group length
+                vr = "UL"
+            else:
+                return None  # pydicom warns, and reads it as UN
+    elif raw.VR == "UN" and _replace_un():  # a VR a converter wrote as UN: the dictionary's
+        if private:
+            vr = _private_vr(tag, creator)
+        else:
+            vr = (vr if value is None or len(value) < 0xFFFF else None) or "UN"
+    else:
+        vr = raw.VR
+    formatter = _RAW_FORMATTERS.get(vr)
+    if formatter is None or (tag in _LUT_DESCRIPTOR_TAGS and vr != "US"):  # SQ, "US or SS", unknown VRs
+        return None
+    if not raw.length:
+        text = "(empty)"  # pydicom's empty value for the VR: None, "" or an empty name
+    else:
+        text = formatter(value, raw.is_little_endian, encoding if tag != 0x00080005 else "iso8859")
+        if text is None:
+            return None
+    if not keyword:
+        keyword = _private_info(tag, creator)[1]
+    return f"{tag_text} {vr} {keyword:<32} {text}"
+
+
+def _replace_un() -> bool:
+    from pydicom import config
+
+    return config.replace_un_with_known_vr
+
+
+def _private_creator(ds: Dataset, block: int, encoding: str | None):
+    """The private creator (gggg,00xx) `block` as pydicom reads it (a str), None if the
+    dataset has none, or `_UNKNOWN` when it cannot be read without converting it.
+
+    A raw creator is read like an LO value (`_raw_text_items`): pydicom gives
+    creators the VR LO when the file does not say (implicit VR, UN).
+    """
+    from pydicom.dataelem import RawDataElement
+
+    creator = ds.get_item(block, keep_deferred=True)
+    if creator is None:
+        return None
+    if isinstance(creator, RawDataElement):
+        if (creator.value is None and creator.length) or creator.VR not in (None, "UN", "LO"):
+            return _UNKNOWN
+        if (creator.VR == "UN" and not _replace_un()) or (creator.VR is None and _tag_info(block)[2]):
+            return _UNKNOWN  # read as UN, or as the dictionary's VR
+        values = _raw_text_items(creator.value, encoding, 64) if creator.length else [""]
+        return values[0] if values is not None and len(values) == 1 else _UNKNOWN
+    value = creator.value
+    return value if type(value) is str else _UNKNOWN
+
+
+def _private_info(tag: int, creator: str | None) -> tuple[str, str]:
+    """The VR pydicom gives the private `tag` (a creator, or in the block of `creator`:
+    None if the dataset has none) when the file does not say, and its name as
+    `_private_name` shows it; cached per tag and creator.
+
+    pydicom's `_private_vr_for_tag` and `DataElement.name`, without converting
+    the element (which is how `_private_name` gets the name).
+    """
+    key = (tag, creator)
+    info = _PRIVATE_INFO.get(key)
+    if info is None:
+        from pydicom.datadict import private_dictionary_description, private_dictionary_VR
+
+        if 0x0010 <= tag & 0xFFFF < 0x0100:
+            info = ("LO", "PrivateCreator")
+        else:
+            vr, name = "UN", "Private tag data"
+            if creator is not None:
+                with contextlib.suppress(KeyError):
+                    vr = private_dictionary_VR(tag, creator)
+            if creator:
+                with contextlib.suppress(KeyError):
+                    name = f"[{private_dictionary_description(tag, creator)}]"
+            info = (vr, f"Private {name}".strip() if name and "Private tag" not in name else "Private")
+        if len(_PRIVATE_INFO) >= _INFO_LIMIT:
+            _PRIVATE_INFO.clear()
+        _PRIVATE_INFO[key] = info
+    return info
+
+
+def _private_vr(tag: int, creator: str | None) -> str:
+    return _private_info(tag, creator)[0]
+
+
+def _values_text(values) -> str:
+    """`_value_text` of a value pydicom holds as `values`: one value, or a MultiValue of them.
+
+    `values` are the strings (or numbers) whose ``str()`` the converted items
+    give; a blank item stays as it is, as pydicom keeps it.
+    """
+    if len(values) == 1:
+        value = values[0]
+        if value == "":
+            return "(empty)"
+        return _text_of(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
+    shown = [_text_of(v) for v in values[:LONG_MULTI_VALUES]]
+    more = f" … ({len(values)} values)" if len(values) > LONG_MULTI_VALUES else ""
+    return "\\".join(shown) + more
+
+
+def _decoded(value: bytes, encoding: str | None) -> str | None:
+    """`value` decoded as pydicom's `decode_bytes` does when it holds no escape sequence,
+    or None where pydicom would warn (not decodable) or switch character sets (ESC)."""
+    if encoding is None or b"\x1b" in value:
+        return None
+    try:
+        return value.decode(encoding)
+    except (UnicodeError, LookupError):
+        return None
+
+
+def _raw_text_items(value: bytes, encoding: str | None, max_length: int) -> list[str] | None:
+    """SH, LO, UC (`convert_text`): split at backslashes, each item checked against the
+    VR's maximum length (pydicom warns past it) and stripped of trailing spaces and NULs."""
+    decoded = _decoded(value, encoding)
+    if decoded is None:
+        return None
+    items = decoded.split("\\")
+    if max_length and any(len(item) > max_length for item in items):
+        return None
+    return [item.rstrip("\0 ") for item in items]
+
+
+def _text_formatter(max_length: int):
+    def text(value: bytes, little: bool, encoding: str | None) -> str | None:
+        items = _raw_text_items(value, encoding, max_length)
+        return None if items is None else _values_text(items)
+
+    return text
+
+
+def _single_text_formatter(max_length: int):
+    """ST, LT, UT (`convert_single_string`): one value, backslashes and all."""
+    def text(value: bytes, little: bool, encoding: str | None) -> str | None:
+        decoded = _decoded(value, encoding)
+        if decoded is None or (max_length and len(decoded) > max_length):
+            return None
+        return _values_text([decoded.rstrip("\0 ")])
+
+    return text
+
+
+def _person_names_text(value: bytes, little: bool, encoding: str | None) -> str | None:
+    """PN (`convert_PN`): names without component groups ("="), each at most 64
+    characters (pydicom warns past it); `str(PersonName)` is then the name itself."""
+    if b"=" in value:  # pydicom drops empty trailing groups and checks each group: left to it
+        return None
+    decoded = _decoded(value.rstrip(b"\x00 "), encoding)
+    if decoded is None:
+        return None
+    items = decoded.split("\\")
+    if any(len(item) > 64 for item in items):
+        return None
+    return _values_text(items)
+
+
+def _strings_text(value: bytes, little: bool, encoding: str | None) -> str:
+    """AS, CS, DA, DT, TM (`convert_string`, dates and times kept as strings)."""
+    return _values_text(value.decode("latin-1").rstrip(" \x00").split("\\"))
+
+
+def _application_entities_text(value: bytes, little: bool, encoding: str | None) -> str:
+    """AE (`convert_AE_string`): each item stripped of spaces at both ends."""
+    return _values_text([item.strip() for item in value.decode("latin-1").split("\\")])
+
+
+def _uri_text(value: bytes, little: bool, encoding: str | None) -> str:
+    """UR (`convert_UR_string`): one value, trailing spaces dropped."""
+    return _values_text([value.decode("latin-1").rstrip()])
+
+
+def _uids_text(value: bytes, little: bool, encoding: str | None) -> str | None:
+    """UI (`convert_UI`): only valid UIDs (pydicom validates each, and warns)."""
+    items = value.decode("latin-1").rstrip("\0 ").split("\\")
+    if any(item and (len(item) > 64 or not _UI_PATTERN.fullmatch(item)) for item in items):
+        return None
+    return _values_text(items)
+
+
+def _decimals_text(value: bytes, little: bool, encoding: str | None) -> str | None:
+    """DS (`convert_DS_string`): `str(DSfloat)` is the item stripped; an item `float()`
+    refuses makes pydicom retry the value as other VRs, so it goes the old way."""
+    items = value.decode("latin-1").strip().rstrip(" \x00").split("\\")
+    for item in items:
+        if item.strip():
+            try:
+                float(item)
+            except ValueError:
+                return None
+    return _values_text(items)
+
+
+def _integers_text(value: bytes, little: bool, encoding: str | None) -> str | None:
+    """IS (`convert_IS_string`): only items pydicom accepts silently (at most 12
+    characters of an optional sign and digits); `str(IS)` is then the item stripped."""
+    items = value.decode("latin-1").rstrip(" \x00").split("\\")
+    for item in items:
+        if item.strip() and (len(item) > 12 or not _IS_PATTERN.fullmatch(item)):
+            return None
+    return _values_text(items)
+
+
+def _binary_text(value: bytes, little: bool, encoding: str | None) -> str:
+    """OB, OD, OF, OL, OV, OW, UN: the bytes as they are (pydicom never swaps them)."""
+    if len(value) > LONG_BINARY_BYTES:
+        return f"<{len(value)} bytes of binary data>"
+    return value.hex("\\")
+
+
+def _numbers_formatter(code: str):
+    """US, SS, UL, SL, UV, SV, FL, FD (`convert_numbers`): only the values shown are unpacked."""
+    import struct
+
+    size = struct.calcsize("=" + code)
+
+    def text(value: bytes, little: bool, encoding: str | None) -> str | None:
+        count, odd = divmod(len(value), size)
+        if odd:  # pydicom raises (or makes it UN): the old path says which
+            return None
+        shown = min(count, LONG_MULTI_VALUES)
+        numbers = struct.unpack_from(f"{'<' if little else '>'}{shown}{code}", value)
+        if count == 1:
+            return str(numbers[0])
+        more = f" … ({count} values)" if count > LONG_MULTI_VALUES else ""
+        return "\\".join(map(str, numbers)) + more
+
+    return text
+
+
+def _tags_text(value: bytes, little: bool, encoding: str | None) -> str | None:
+    """AT (`convert_ATvalue`): each pair of 16-bit numbers as ``(GGGG,EEEE)``."""
+    import struct
+
+    count, odd = divmod(len(value), 4)
+    if odd:  # pydicom logs it and drops the rest
+        return None
+    shown = min(count, LONG_MULTI_VALUES)
+    numbers = struct.unpack_from(f"{'<' if little else '>'}{2 * shown}H", value)
+    tags = [f"({numbers[i]:04X},{numbers[i + 1]:04X})" for i in range(0, 2 * shown, 2)]
+    if count == 1:
+        return tags[0]
+    more = f" … ({count} values)" if count > LONG_MULTI_VALUES else ""
+    return "\\".join(tags) + more
+
+
+_RAW_FORMATTERS = {
+    "AE": _application_entities_text, "AS": _strings_text, "CS": _strings_text, "DA": _strings_text,
+    "DT": _strings_text, "TM": _strings_text, "UR": _uri_text, "UI": _uids_text,
+    "DS": _decimals_text, "IS": _integers_text, "PN": _person_names_text,
+    "SH": _text_formatter(16), "LO": _text_formatter(64), "UC": _text_formatter(0),
+    "ST": _single_text_formatter(1024), "LT": _single_text_formatter(10240), "UT": _single_text_formatter(0),
+    **dict.fromkeys(("OB", "OD", "OF", "OL", "OV", "OW", "UN"), _binary_text),
+    **{vr: _numbers_formatter(code) for vr, code in
+       (("US", "H"), ("SS", "h"), ("UL", "L"), ("SL", "l"), ("UV", "Q"), ("SV", "q"), ("FL", "f"), ("FD", "d"))},
+    "AT": _tags_text,
+}
 
 
 def json_dataset(ds: Dataset) -> dict:

@@ -390,7 +390,7 @@ def stages_section(xa: Path, scratch: Path, results: dict) -> str:
     finally:
         for name, fn in originals.items():
             setattr(dc, name, fn)
-    # within gif_frame_update: the quantise and PSNR steps
+    # within gif_frame_update: the quantise step (grey frames' PSNR is worked out on the histogram, inside it)
     sub = {"quantise_grey": 0.0, "psnr": 0.0}
     sub_originals = {name: getattr(dc, name) for name in sub}
 
@@ -437,9 +437,9 @@ def stages_section(xa: Path, scratch: Path, results: dict) -> str:
         ("decode (pydicom iter_pixels, libjpeg-turbo)", decode),
         ("LUT: stored values -> 8-bit display (render_grayscale; decode subtracted)", lut),
         ("GIF: downscale 1024 -> 512 (fit_within, Pillow BOX)", spent["fit_within"]),
-        ("GIF: quantise_grey (Lloyd-Max levels + index take), all steps tried", sub["quantise_grey"]),
-        ("GIF: PSNR checks of each step", sub["psnr"]),
-        ("GIF: rest of gif_frame_update (histogram, drift, canvas)", update_rest),
+        ("GIF: quantise_grey (bin width from the histogram + index take)", sub["quantise_grey"]),
+        ("GIF: PSNR checks (colour frames only)", sub["psnr"]),
+        ("GIF: rest of gif_frame_update (histogram, unchanged runs)", update_rest),
         ("GIF: LZW + crop + writing (GifImagePlugin.getdata, the rest of write)", lzw),
         (f"x264 encode ({dc.X264_PRESET}, crf {dc.DEFAULT_CRF}, tune {dc.X264_TUNE}), incl. gray->yuv420p", x264_cpu),
         ("interpreter start-up + imports (python3 -c 'import dicom_converter, numpy, pydicom, PIL, av')", import_cpu),

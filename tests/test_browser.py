@@ -5,7 +5,8 @@ MP4 the <video> must load at the clip's size, last frames / fps, play, and
 show at frame k's time the picture we encoded (the converter's own 8-bit
 frame, mean error at most 2 grey levels).  For each GIF the <img> must have
 the clip's size, Chromium's GIF decoder must find every frame with its delay,
-and the frames must match ours by the same measure.
+and the frames must match ours within the GIF's quantisation (about 2.5 levels:
+see MAX_GIF_MEAN_ERROR).
 
 Skipped when Playwright or /usr/bin/chromium is missing, failed instead with
 REQUIRE_BROWSER=1 (as in CI): see tests/browser.py.
@@ -35,6 +36,10 @@ MAX_MEAN_ERROR = 2.0  # grey levels, mean absolute difference over pixels and ch
 # a chroma QP offset of -6 gained 0.1), so the browser's own rounding can tip it over 2.
 # The real colour clip (examples_ybr_color) is held to 2 and comes in near 0.6.
 MAX_MEAN_ERROR_FOR = {"odd_colour": 2.5}
+# A GIF frame is our frame quantised to GIF_MIN_PSNR_GREY (40 dB; colour to 42): its
+# RMS error is at most 255 / 10^(40/20) = 2.55 levels, and a mean |error| is never above
+# the RMS error.  Chromium decodes GIF palettes exactly (grey clips came in at 2.03-2.17).
+MAX_GIF_MEAN_ERROR = 255 / 10 ** (min(dc.GIF_MIN_PSNR_GREY, dc.GIF_MIN_PSNR_COLOUR) / 20)
 
 
 # -----------------------------------------------------------------------------
@@ -409,7 +414,7 @@ def test_gif_frames_in_chromium_are_our_frames(key, page, site):
     failures = []
     for what, (pixels, k) in shown.items():
         error = mean_error(pixels, ours[k])
-        if error > MAX_MEAN_ERROR:
+        if error > MAX_GIF_MEAN_ERROR:
             failures.append(f"{what}: mean error {error:.2f} to our frame {k}; {nearest(pixels, ours)}")
     assert not failures, "\n".join(failures)
 
@@ -424,7 +429,7 @@ def test_gif_animates_in_img(page, site):
         shot = np.asarray(Image.open(io.BytesIO(element.screenshot())).convert("RGBA"))
         errors = [mean_error(shot, f) for f in clip.frames]
         best = int(np.argmin(errors))
-        assert errors[best] <= MAX_MEAN_ERROR, f"screenshot is none of our frames: {nearest(shot, clip.frames)}"
+        assert errors[best] <= MAX_GIF_MEAN_ERROR, f"screenshot is none of our frames: {nearest(shot, clip.frames)}"
         if not seen or seen[-1] != best:
             seen.append(best)
         time.sleep(0.1)

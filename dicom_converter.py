@@ -2138,8 +2138,6 @@ def _raw_text_encoding(ds: Dataset) -> str | None:
     Character Set, else its parent's; escape sequences (ISO 2022 code
     extensions) are refused value by value (`_decoded`).
     """
-    import codecs
-
     charset = ds.original_character_set
     if not charset:  # and no Specific Character Set (`_raw_charset_read`)
         charset = getattr(ds, "_parent_encoding", None)  # what pydicom's `_character_set` falls back on
@@ -6406,18 +6404,17 @@ def index_page(patients: list[dict]) -> str:
     return "".join(index_page_parts(patients))
 
 
-def index_page_parts(patients: list[dict], spill=None) -> Iterator[str]:
+def index_page_parts(patients: list[dict]) -> Iterator[str]:
     """``index.html`` piece by piece, for `patients` (Patient -> Study -> Series -> items).
 
     Cards appear in the order given; the viewer's data is the series in card
     order, so card N's button opens ``data-series="N"``.  A series may be given
     as ``{"count": N, "make": function}``, made when its card is written, so
-    that one series' items are held at a time; their viewer data waits in
-    `spill` (a binary temporary file) until the cards are done.
+    that one series' items are held at a time; their viewer data waits in a
+    temporary file until the cards are done.
     """
     import tempfile
 
-    spill = spill or tempfile.TemporaryFile()
     digest = base64.b64encode(hashlib.sha256(INDEX_SCRIPT.encode("utf-8")).digest()).decode("ascii")
     head = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP.format(hash="sha256-" + digest)}">',
@@ -6425,23 +6422,22 @@ def index_page_parts(patients: list[dict], spill=None) -> Iterator[str]:
             '<link rel="icon" href="data:,">',  # no favicon request: the page needs no server
             f"<style>{INDEX_STYLE}</style></head><body>", "<h1>DICOM conversion</h1>", _totals(patients)]
     yield "\n".join(head)
-    number = 0
-    for patient in patients:
-        yield "\n" + _patient_heading(patient)
-        for study in patient.get("studies", []):
-            yield "\n" + _study_heading(study) + '\n<ul class="cards">'
-            for series in study.get("series", []):
-                series = series["make"]() if "make" in series else series
-                yield "\n" + _series_card(series, number)
-                spill.write(("," * (number > 0) + script_json(_viewer_series(series))).encode("utf-8"))
-                number += 1
-            yield "\n</ul>"
-    yield f'\n{INDEX_VIEWER}\n<script type="application/json" id="{INDEX_DATA_ID}">['
-    spill.seek(0)
-    decoder = codecs.getincrementaldecoder("utf-8")()  # a read may end inside a character
-    while chunk := spill.read(1 << 20):
-        yield decoder.decode(chunk)
-    yield decoder.decode(b"", final=True)
+    with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as viewer_data:
+        number = 0
+        for patient in patients:
+            yield "\n" + _patient_heading(patient)
+            for study in patient.get("studies", []):
+                yield "\n" + _study_heading(study) + '\n<ul class="cards">'
+                for series in study.get("series", []):
+                    series = series["make"]() if "make" in series else series
+                    yield "\n" + _series_card(series, number)
+                    viewer_data.write("," * (number > 0) + script_json(_viewer_series(series)))
+                    number += 1
+                yield "\n</ul>"
+        yield f'\n{INDEX_VIEWER}\n<script type="application/json" id="{INDEX_DATA_ID}">['
+        viewer_data.seek(0)
+        while chunk := viewer_data.read(1 << 20):
+            yield chunk
     yield f"]</script>\n<script>{INDEX_SCRIPT}</script>\n</body></html>\n"
 
 
@@ -7289,11 +7285,9 @@ def write_shard_part(output: Path, shard: tuple[int, int], rows: Iterable[dict],
             for row in rows:
                 f.write(json.dumps({"manifest": row}, ensure_ascii=False) + "\n")
             for result in results:
-                if result.status in SHOWN_STATUSES:
-                    f.write(json.dumps({"index": {
-                        "source": str(result.source), "status": result.status, "message": result.message,
-                        "outputs": [path.relative_to(output).as_posix() for path in result.outputs],
-                        "record": result.record}}, ensure_ascii=False, default=str) + "\n")
+                if result.status in SHOWN_STATUSES:  # outputs relative: the merge may run on another machine
+                    item = {**result_json(result), "outputs": [p.relative_to(output).as_posix() for p in result.outputs]}
+                    f.write(json.dumps({"index": item}, ensure_ascii=False, default=str) + "\n")
 
 
 def merge_shards(output: Path, count: int, quiet: bool = False, index: bool = True) -> int:
@@ -7318,9 +7312,7 @@ def merge_shards(output: Path, count: int, quiet: bool = False, index: bool = Tr
                     rows.append(row)
                 else:
                     item = entry["index"]
-                    results.append(Result(Path(item["source"]), item["status"],
-                                          [output / name for name in item["outputs"]], item["message"],
-                                          item["record"]))
+                    results.append(result_from_json({**item, "outputs": [output / name for name in item["outputs"]]}))
     write_manifest(output, (rows[number] for _, number in sorted(order)))
     if index and len(results):
         write_index(output, results)

@@ -398,13 +398,13 @@ def read_dataset(path: Path) -> Dataset:
             ds = _dcmread(path, defer_size="64 KB")
     except OSError as exc:
         if exc.errno is None:  # pydicom's own OSError: "No tag to read at file position …"
-            raise CorruptFile(f"truncated: {_first_line(exc)}") from None
+            raise CorruptFile(f"truncated: {first_line(exc)}") from None
         raise CorruptFile(f"cannot read file: {exc.strerror or exc}") from None
     except Exception as exc:  # pydicom raises many kinds on damaged headers (zlib, lengths, VRs)
-        raise CorruptFile(f"cannot read DICOM dataset: {_first_line(exc)}") from None
+        raise CorruptFile(f"cannot read DICOM dataset: {first_line(exc)}") from None
     for warning in caught:
         if "End of file reached" in str(warning.message):  # pydicom read on past a cut
-            raise CorruptFile(f"truncated: {_first_line(warning.message).split(' in file ')[0]}")
+            raise CorruptFile(f"truncated: {first_line(warning.message).split(' in file ')[0]}")
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if not len(ds):
         # pydicom returns nothing at all when the file ends inside the pixel data;
@@ -676,13 +676,13 @@ def decode_frames(path: Path, ds: Dataset, order: list[int] | None = None) -> It
             yield frame
     except (NotImplementedError, RuntimeError, ImportError) as exc:
         if "missing dependencies" in str(exc) or "not supported" in str(exc) or isinstance(exc, ImportError):
-            raise Unsupported(f"no decoder for {syntax.name} ({syntax}): {_first_line(exc)}") from None
-        raise CorruptFile(f"cannot decode {syntax.name} pixel data: {_first_line(exc)}") from None
+            raise Unsupported(f"no decoder for {syntax.name} ({syntax}): {first_line(exc)}") from None
+        raise CorruptFile(f"cannot decode {syntax.name} pixel data: {first_line(exc)}") from None
     except (ValueError, EOFError, AttributeError, KeyError, TypeError, IndexError, OSError) as exc:
-        raise CorruptFile(f"cannot decode {syntax.name} pixel data: {_first_line(exc)}") from None
+        raise CorruptFile(f"cannot decode {syntax.name} pixel data: {first_line(exc)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The exception's message on one line (pydicom lists each plugin's reason on its own)."""
     text = str(exc).strip() or type(exc).__name__
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
@@ -746,7 +746,7 @@ def apply_modality(values: np.ndarray, attrs: Dataset) -> np.ndarray:
     try:
         out = apply_modality_lut(values, attrs)
     except (ValueError, TypeError, IndexError, AttributeError) as exc:
-        raise CorruptFile(f"invalid Modality LUT: {_first_line(exc)}") from None
+        raise CorruptFile(f"invalid Modality LUT: {first_line(exc)}") from None
     return np.asarray(out, dtype=np.float64)
 
 
@@ -803,7 +803,7 @@ def apply_voi_lut_sequence(values: np.ndarray, attrs: Dataset) -> np.ndarray:
     try:
         out = apply_voi(np.rint(values).astype(np.int64), attrs)
     except (ValueError, TypeError, IndexError, NotImplementedError, AttributeError) as exc:
-        raise CorruptFile(f"invalid VOI LUT Sequence: {_first_line(exc)}") from None
+        raise CorruptFile(f"invalid VOI LUT Sequence: {first_line(exc)}") from None
     full_scale = 2 ** int(item.LUTDescriptor[2]) - 1
     return np.asarray(out, dtype=np.float64) / full_scale
 
@@ -860,8 +860,8 @@ def choose_voi(attrs: Dataset, override: tuple[float, float] | None) -> Voi | No
     center, width = attrs.get("WindowCenter"), attrs.get("WindowWidth")
     if center not in (None, "") and width not in (None, ""):
         try:
-            center = float(center[0] if _is_multi(center) else center)
-            width = float(width[0] if _is_multi(width) else width)
+            center = float(center[0] if is_multi(center) else center)
+            width = float(width[0] if is_multi(width) else width)
         except (TypeError, ValueError, IndexError):
             raise CorruptFile(f"invalid Window Center/Width {center!r}/{width!r}") from None
         function = str(attrs.get("VOILUTFunction", "") or "LINEAR").strip().upper()
@@ -871,7 +871,7 @@ def choose_voi(attrs: Dataset, override: tuple[float, float] | None) -> Voi | No
     return None
 
 
-def _is_multi(value) -> bool:
+def is_multi(value) -> bool:
     return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
 
 
@@ -984,7 +984,7 @@ def overlay_planes(ds: Dataset) -> list[tuple[int, np.ndarray, int, int]]:
         try:
             bitmap = ds.overlay_array(group)
         except Exception as exc:
-            raise CorruptFile(f"invalid overlay plane {group:04X}: {_first_line(exc)}") from None
+            raise CorruptFile(f"invalid overlay plane {group:04X}: {first_line(exc)}") from None
         bitmap = bitmap.reshape((-1,) + bitmap.shape[-2:])
         origin = ds.get((group, 0x0050))
         top, left = (int(origin.value[0]) - 1, int(origin.value[1]) - 1) if origin and origin.VM == 2 else (0, 0)
@@ -1024,7 +1024,7 @@ def palette_lut(dtype: np.dtype, ds: Dataset) -> np.ndarray:
     try:
         table = apply_color_lut(np.clip(domain, 0, None).astype(dtype), _native_order_luts(ds))
     except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
-        raise CorruptFile(f"invalid palette colour lookup table: {_first_line(exc)}") from None
+        raise CorruptFile(f"invalid palette colour lookup table: {first_line(exc)}") from None
     if table.ndim != 2 or table.shape[1] not in (3, 4):
         raise CorruptFile(f"palette colour lookup tables give {table.shape[-1]} channels, not red, green and blue")
     return to_eight_bit(table[:, :3], 16 if table.dtype.itemsize > 1 else 8)
@@ -1275,7 +1275,7 @@ def _render_into_pipe(send, path: Path, out_max: int, window, draw_overlays: boo
         except ConversionError as exc:
             send.send(("error", exc))
         except Exception as exc:
-            send.send(("error", CorruptFile(f"cannot decode pixel data: {_first_line(exc)}")))
+            send.send(("error", CorruptFile(f"cannot decode pixel data: {first_line(exc)}")))
     except ConnectionError:  # the worker is gone (killed): there is no one to tell
         pass
     finally:
@@ -1320,7 +1320,7 @@ def frame_timing(ds: Dataset, frames: int, fps: Fraction | None) -> Timing:
 def frame_increment_keywords(ds: Dataset) -> list[str]:
     """The keywords Frame Increment Pointer (PS3.3 C.7.6.6) names: what the frames step through."""
     pointers = ds.get("FrameIncrementPointer") or []
-    return [_keyword_of(tag) for tag in (pointers if _is_multi(pointers) else [pointers])]
+    return [_keyword_of(tag) for tag in (pointers if is_multi(pointers) else [pointers])]
 
 
 def _keyword_of(tag) -> str:
@@ -1338,7 +1338,7 @@ def _timing_from(ds: Dataset, keyword: str, frames: int) -> Timing | None:
         return None
     try:
         if keyword == "FrameTimeVector":
-            vector = [float(v) for v in (value if _is_multi(value) else [value])]
+            vector = [float(v) for v in (value if is_multi(value) else [value])]
             # The first entry is the time before the first frame, usually 0 (C.7.6.5.1.2).
             durations = [v for v in vector[1:] if v > 0]
             if len(durations) < frames - 1:
@@ -1950,7 +1950,7 @@ def summary_text(ds: Dataset, rendering: dict[str, str]) -> str:
     for title, keywords in SUMMARY_FIELDS:
         lines.append(f"{title}:")
         for keyword in keywords:
-            lines.append(f"  {keyword:<22} {_text_of(ds.get(keyword, ''))}")
+            lines.append(f"  {keyword:<22} {text_of(ds.get(keyword, ''))}")
     lines.append("Image:")
     syntax = transfer_syntax_of(ds)
     from pydicom.uid import UID
@@ -1970,7 +1970,7 @@ def summary_text(ds: Dataset, rendering: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _text_of(value) -> str:
+def text_of(value) -> str:
     return "" if value is None else str(value).replace("\x00", "").strip()
 
 
@@ -2008,7 +2008,7 @@ def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
         try:
             element = ds[tag]
         except Exception as exc:  # a single bad value must not lose the rest of the dump
-            yield f"{indent}{tag_text} {getattr(raw, 'VR', '??')} {keyword:<32} <unreadable: {_first_line(exc)}>"
+            yield f"{indent}{tag_text} {getattr(raw, 'VR', '??')} {keyword:<32} <unreadable: {first_line(exc)}>"
             continue
         if element.VR == "SQ":
             yield f"{indent}{tag_text} SQ {keyword:<32} ({len(element.value)} items)"
@@ -2063,14 +2063,14 @@ def _value_text(element) -> str:
         if len(value) > LONG_BINARY_BYTES:
             return f"<{len(value)} bytes of binary data>"
         return "\\".join(f"{b:02x}" for b in value) or "(empty)"
-    if _is_multi(value):
-        items = [_text_of(v) for v in value]
+    if is_multi(value):
+        items = [text_of(v) for v in value]
         shown = items[:LONG_MULTI_VALUES]
         more = f" … ({len(items)} values)" if len(items) > LONG_MULTI_VALUES else ""
         return "\\".join(shown) + more
     if value is None or value == "":
         return "(empty)"
-    return _text_of(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
+    return text_of(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
 
 
 # -----------------------------------------------------------------------------
@@ -2317,8 +2317,8 @@ def _values_text(values) -> str:
         value = values[0]
         if value == "":
             return "(empty)"
-        return _text_of(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
-    shown = [_text_of(v) for v in values[:LONG_MULTI_VALUES]]
+        return text_of(value).replace("\r\n", "\n").replace("\n", " ⏎ ")
+    shown = [text_of(v) for v in values[:LONG_MULTI_VALUES]]
     more = f" … ({len(values)} values)" if len(values) > LONG_MULTI_VALUES else ""
     return "\\".join(shown) + more
 
@@ -2505,7 +2505,7 @@ def json_dataset(ds: Dataset) -> dict:
             light[tag] = ds[tag]
         data = light.to_json_dict(bulk_data_threshold=1024, bulk_data_element_handler=bulk)
     except Exception as exc:
-        raise CorruptFile(f"cannot express the dataset as DICOM JSON: {_first_line(exc)}") from None
+        raise CorruptFile(f"cannot express the dataset as DICOM JSON: {first_line(exc)}") from None
     data.update(notes)
     return _json_safe(dict(sorted(data.items())))
 
@@ -2531,7 +2531,7 @@ def index_record(ds: Dataset) -> dict:
     """
     def text(keyword: str) -> str:
         try:
-            return _text_of(ds.get(keyword, "") or "")
+            return text_of(ds.get(keyword, "") or "")
         except Exception:
             return ""
 
@@ -2555,7 +2555,7 @@ def index_record(ds: Dataset) -> dict:
         "instance_uid": text("SOPInstanceUID"), "bits": text("BitsStored"), "body_part": text("BodyPartExamined"),
         "manufacturer": text("Manufacturer"), "model": text("ManufacturerModelName"),
         "frame_of_reference": text("FrameOfReferenceUID"),
-        "referenced_series": _text_of(((ds.get("ReferencedSeriesSequence") or [{}])[0]).get("SeriesInstanceUID", "")),
+        "referenced_series": text_of(((ds.get("ReferencedSeriesSequence") or [{}])[0]).get("SeriesInstanceUID", "")),
     }
 
 
@@ -2654,7 +2654,7 @@ def _apply_profile(ds: Dataset, salt: str) -> None:
             del ds[tag]
             continue
         raw = ds.get_item(tag, keep_deferred=True)
-        if _is_deferred(raw):  # a bulk value, never a sequence: act on it unread
+        if is_deferred(raw):  # a bulk value, never a sequence: act on it unread
             if action is not None:
                 ds[tag] = DataElement(tag, raw.VR or _dictionary_vr(tag), None)
             continue
@@ -2686,7 +2686,7 @@ def clean_content_items(items, salt: str) -> None:
             item[TEXT_VALUE].value = None
 
 
-def _is_deferred(raw) -> bool:
+def is_deferred(raw) -> bool:
     from pydicom.dataelem import RawDataElement
 
     return isinstance(raw, RawDataElement) and raw.value is None and bool(raw.length)
@@ -2704,7 +2704,7 @@ def _dictionary_vr(tag: int) -> str:
 def _replaced_uids(value, salt: str):
     if isinstance(value, (bytes, bytearray)):  # a UID stored with VR UN: no use shown as bytes
         return None
-    if _is_multi(value):
+    if is_multi(value):
         return [replace_uid(str(v), salt) for v in value]
     return replace_uid(str(value), salt) if value else value
 
@@ -2742,7 +2742,7 @@ def identifying_strings(ds: Dataset) -> list[str]:
     for tag in ds.keys():
         action = profile_action(int(tag))
         raw = ds.get_item(tag, keep_deferred=True)
-        if action in (None, "U") or _is_deferred(raw):
+        if action in (None, "U") or is_deferred(raw):
             continue
         try:
             element = ds[tag]
@@ -2750,8 +2750,8 @@ def identifying_strings(ds: Dataset) -> list[str]:
             continue
         if element.VR == "SQ" or not (element.VR == "PN" or re.search(NAME_OR_IDENTIFIER, element.keyword)):
             continue
-        for item in (element.value if _is_multi(element.value) else [element.value]):
-            for part in re.split(r"[\s^=,]+", _text_of(item)):
+        for item in (element.value if is_multi(element.value) else [element.value]):
+            for part in re.split(r"[\s^=,]+", text_of(item)):
                 if len(part) >= 3:
                     found.append(part.casefold())
     return found
@@ -3013,7 +3013,8 @@ def multiframe_kind(ds: Dataset) -> str:
     1. Frame Increment Pointer (PS3.3 C.7.6.6) names Frame Time or Frame Time
        Vector: a cine (angiography, ultrasound, cardiac cines).
     2. It names Grid Frame Offset Vector (RT Dose planes, C.8.8.3.2) or Slice
-       Vector (NM, C.8.4.8.1): a volume.
+       Vector (NM, C.8.4.8.1): a volume, or a ``dose`` for the RT Dose class
+       (C.8.8.3), whose planes are drawn in colour with a scale.
     3. The frames' Plane Position (Patient) (C.7.6.16.2.3, per-frame
        functional groups) moves along the slice normal: a volume (Enhanced
        CT, MR, PET, tomosynthesis).  A temporal dimension over one position
@@ -3030,13 +3031,13 @@ def multiframe_kind(ds: Dataset) -> str:
     if keywords & set(CINE_POINTERS):
         return "cine"
     if keywords & set(VOLUME_POINTERS):
-        return "volume"
+        return "dose" if sop_class == RT_DOSE_CLASS else "volume"
     if sop_class == WHOLE_SLIDE_CLASS or str(ds.get("DimensionOrganizationType", "")).startswith("TILED"):
         return "slide"
     if sop_class == SEGMENTATION_CLASS:
         return "segmentation"
     if len({position for position in frame_positions(ds) if position is not None}) > 1:
-        return "volume"
+        return "dose" if sop_class == RT_DOSE_CLASS else "volume"
     return "cine"
 
 
@@ -3049,7 +3050,7 @@ def frame_positions(ds: Dataset) -> list[float | None]:
     for item in frames:
         position = _group_value(item, shared, "PlanePositionSequence", "ImagePositionPatient")
         orientation = _group_value(item, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-        positions.append(_along_normal(position, orientation))
+        positions.append(along_normal(position, orientation))
     return positions
 
 
@@ -3062,7 +3063,7 @@ def _group_value(item, shared, macro: str, keyword: str):
     return None
 
 
-def _along_normal(position, orientation) -> float | None:
+def along_normal(position, orientation) -> float | None:
     """Image Position · (row × column direction cosines), as `slice_order` orders a series."""
     try:
         p = [float(v) for v in position]
@@ -3092,7 +3093,7 @@ def volume_order(ds: Dataset) -> tuple[list[int], str]:
     """
     count = number_of_frames(ds)
     offsets = ds.get("GridFrameOffsetVector")
-    if offsets is not None and _is_multi(offsets) and len(offsets) == count:
+    if offsets is not None and is_multi(offsets) and len(offsets) == count:
         return sorted(range(count), key=lambda n: float(offsets[n])), "by Grid Frame Offset Vector"
     positions = frame_positions(ds)
     frames = ds.get("PerFrameFunctionalGroupsSequence") or []
@@ -3102,7 +3103,7 @@ def volume_order(ds: Dataset) -> tuple[list[int], str]:
         return order, "by position along the slice normal" + _groups_text([groups[n] for n in order])
     indices = [_frame_content(item).get("DimensionIndexValues") for item in frames]
     if len(indices) == count and None not in indices:
-        keys = [tuple(int(v) for v in (i if _is_multi(i) else [i])) for i in indices]
+        keys = [tuple(int(v) for v in (i if is_multi(i) else [i])) for i in indices]
         return sorted(range(count), key=lambda n: (keys[n], n)), "by Dimension Index Values"
     return list(range(count)), "as stored (the file gives no slice positions)"
 
@@ -3351,7 +3352,7 @@ def segments(ds: Dataset) -> dict[int, tuple[str, tuple[int, int, int]]]:
         lab = item.get("RecommendedDisplayCIELabValue")
         colour = cielab_to_srgb(lab) if lab is not None and len(lab) == 3 else \
             SEGMENT_COLOURS[(number - 1) % len(SEGMENT_COLOURS)]
-        found[number] = (_text_of(item.get("SegmentLabel", "")) or f"segment {number}", colour)
+        found[number] = (text_of(item.get("SegmentLabel", "")) or f"segment {number}", colour)
     return found
 
 
@@ -3434,7 +3435,7 @@ def segmented_images(ds: Dataset, slices: list[list[tuple[int, int]]], images: t
         image = read_dataset(path)  # pixel data left on disk, the header kept for drawing
         if (int(image.get("Rows") or 0), int(image.get("Columns") or 0)) != (int(ds.Rows), int(ds.Columns)):
             continue
-        position = _along_normal(image.get("ImagePositionPatient"), image.get("ImageOrientationPatient"))
+        position = along_normal(image.get("ImagePositionPatient"), image.get("ImageOrientationPatient"))
         if position is not None:
             placed.append((position, path, image))
     for number, group in enumerate(slices):
@@ -3614,14 +3615,14 @@ def write_document(job: Conversion, kind: str) -> None:
     """An encapsulated document: ``STEM.pdf`` (or .xml, .stl, .obj, .mtl), byte for byte."""
     ds = job.ds
     suffix, name = DOCUMENT_CLASSES[str(ds.SOPClassUID)]
-    title = _text_of(ds.get("DocumentTitle", ""))
+    title = text_of(ds.get("DocumentTitle", ""))
     if job.options.redact_salt:  # a document's text and images cannot be de-identified here
         job.rendering["Display"] = f"metadata only (--redact: the {name} document is withheld)"
         return
     data = document_bytes(ds)
     if not document_is_what_it_claims(data, name):
         raise CorruptFile(f"its Encapsulated Document is not the {name} its class claims "
-                          f"(begins {data[:8]!r}, MIME type {_text_of(ds.get('MIMETypeOfEncapsulatedDocument', ''))!r})")
+                          f"(begins {data[:8]!r}, MIME type {text_of(ds.get('MIMETypeOfEncapsulatedDocument', ''))!r})")
     with open(job.output(suffix), "wb") as f:
         f.write(data)
     job.rendering["Display"] = f"{name} document, {len(data):,} bytes" + (f": {title}" if title else "")
@@ -3751,7 +3752,7 @@ def read_report(ds: Dataset, link_of: Callable[[str], str | None], withhold: boo
     reading = _Reading(link_of, withhold)
     root = reading.item(ds, "1", 0)
     return Report(
-        sop_class=_text(_get(ds, "SOPClassUID")), title=root.concept, header=document_header(ds, reading),
+        sop_class=string_value(_get(ds, "SOPClassUID")), title=root.concept, header=document_header(ds, reading),
         root=root, by_position=reading.by_position, withheld=reading.withheld, withhold=withhold,
     )
 
@@ -3775,8 +3776,8 @@ class _Reading:
             raise CorruptFile(f"SR content nested deeper than {SR_MAX_DEPTH} levels")
         children = [self.item(child, f"{position}.{number}", depth + 1)
                     for number, child in enumerate(content_sequence(ds), 1)]
-        relationship = _text(_get(ds, "RelationshipType")).upper()
-        value_type = _text(_get(ds, "ValueType")).upper()
+        relationship = string_value(_get(ds, "RelationshipType")).upper()
+        value_type = string_value(_get(ds, "ValueType")).upper()
         concept_item = _first(ds, "ConceptNameCodeSequence")
         concept_code = _code_key(concept_item)
         concept = _code_meaning(concept_item)
@@ -3791,7 +3792,7 @@ class _Reading:
         item = ContentItem(
             position=position, relationship=relationship, value_type=value_type,
             concept=concept, concept_code=concept_code, values=values, children=children,
-            continuous=_text(_get(ds, "ContinuityOfContent")).upper() == "CONTINUOUS",
+            continuous=string_value(_get(ds, "ContinuityOfContent")).upper() == "CONTINUOUS",
             observed=self.observed(ds), reference=reference,
         )
         self.by_position[position] = item
@@ -3805,7 +3806,7 @@ class _Reading:
         if value_type == "CONTAINER":
             return []
         if value_type == "TEXT":
-            return [_plain(_text(_get(ds, "TextValue"), strip=False).strip())]
+            return [_plain(string_value(_get(ds, "TextValue"), strip=False).strip())]
         if value_type == "CODE":
             return [code_shown(_first(ds, "ConceptCodeSequence"))]
         if value_type == "NUM":
@@ -3865,8 +3866,8 @@ class _Reading:
 
     def object_shown(self, referenced: Dataset, picture: bool) -> Shown:
         """One referenced instance: its SOP class by name, linked to this run's output when known."""
-        sop_class = _text(_get(referenced, "ReferencedSOPClassUID"))
-        instance = _text(_get(referenced, "ReferencedSOPInstanceUID"))
+        sop_class = string_value(_get(referenced, "ReferencedSOPClassUID"))
+        instance = string_value(_get(referenced, "ReferencedSOPInstanceUID"))
         href = _relative_url(self.link_of(instance)) if instance else None
         return Shown(
             sop_class_name(sop_class), "object", href=href,
@@ -3875,7 +3876,7 @@ class _Reading:
 
     def spatial_coordinates(self, ds: Dataset, children: list[ContentItem], dimensions: int) -> list[Shown]:
         """SCOORD (C.18.6) and SCOORD3D (C.18.9): graphic type, points, where they lie."""
-        graphic = _text(_get(ds, "GraphicType")).capitalize() or "(no graphic type)"
+        graphic = string_value(_get(ds, "GraphicType")).capitalize() or "(no graphic type)"
         data = _numbers(_get(ds, "GraphicData"))
         count = len(data) // dimensions
         text = f"{graphic}, {count} point{'s' if count != 1 else ''}"
@@ -3884,7 +3885,7 @@ class _Reading:
             text += ": " + " ".join("(" + ", ".join(_number_text(v) for v in p) + ")" for p in points)
         shown = [Shown(text)]
         if dimensions == 3:
-            frame = _text(_get(ds, "ReferencedFrameOfReferenceUID"))
+            frame = string_value(_get(ds, "ReferencedFrameOfReferenceUID"))
             if frame and not self.withhold:
                 shown.append(Shown("in frame of reference", detail=frame))
         # PS3.3 C.18.6: the image an SCOORD lies on is its SELECTED FROM child.
@@ -3896,7 +3897,7 @@ class _Reading:
 
     def temporal_coordinates(self, ds: Dataset) -> list[Shown]:
         """TCOORD (C.18.7): the range type and how many samples, offsets or date-times it names."""
-        text = _text(_get(ds, "TemporalRangeType")).capitalize() or "(no temporal range type)"
+        text = string_value(_get(ds, "TemporalRangeType")).capitalize() or "(no temporal range type)"
         samples = _numbers(_get(ds, "ReferencedSamplePositions"))
         offsets = _numbers(_get(ds, "ReferencedTimeOffsets"))
         moments = _get(ds, "ReferencedDateTime")
@@ -3908,7 +3909,7 @@ class _Reading:
             if self.withhold:
                 self.withheld += 1
                 return [Shown(text + ", date-times"), Shown(WITHHELD, "withheld")]
-            listed = moments if _is_multi(moments) else [moments]
+            listed = moments if is_multi(moments) else [moments]
             text += ", " + ", ".join(datetime_text(m) for m in listed)
         return [Shown(text)]
 
@@ -3943,9 +3944,9 @@ def numeric_values(ds: Dataset) -> list[Shown]:
     qualifier = code_shown(_first(ds, "NumericValueQualifierCodeSequence"))
     if measured is None:
         return [qualifier if qualifier.kind == "code" else Shown("no value", "missing")]
-    number = _text(_get(measured, "NumericValue"))
-    if _is_multi(_get(measured, "NumericValue")):
-        number = ", ".join(_text(v) for v in _get(measured, "NumericValue"))
+    number = string_value(_get(measured, "NumericValue"))
+    if is_multi(_get(measured, "NumericValue")):
+        number = ", ".join(string_value(v) for v in _get(measured, "NumericValue"))
     if not number and "FloatingPointValue" in measured:
         number = _number_text(_get(measured, "FloatingPointValue"))
     shown = [Shown(f"{number} {unit_text(_first(measured, 'MeasurementUnitsCodeSequence'))}".strip(),
@@ -3965,8 +3966,8 @@ def unit_text(unit: Dataset | None) -> str:
     """
     if unit is None:
         return ""
-    value = _text(_get(unit, "CodeValue"))
-    meaning = _text(_get(unit, "CodeMeaning"))
+    value = string_value(_get(unit, "CodeValue"))
+    meaning = string_value(_get(unit, "CodeMeaning"))
     if value == "1" or value.startswith("{") or not value:
         return meaning or value
     return value
@@ -3997,14 +3998,14 @@ def sop_class_name(uid: str) -> str:
 
 def date_text(value) -> str:
     """DA (PS3.5 6.2) YYYYMMDD as YYYY-MM-DD; anything else as stored."""
-    text = _text(value)
+    text = string_value(value)
     match = re.fullmatch(r"(\d{4})\.?(\d{2})\.?(\d{2})", text)  # the dots: ACR-NEMA dates
     return "-".join(match.groups()) if match else text
 
 
 def time_text(value) -> str:
     """TM (PS3.5 6.2) HHMMSS.FFFFFF as HH:MM:SS.FFFFFF (minutes and seconds are optional)."""
-    text = _text(value)
+    text = string_value(value)
     match = re.fullmatch(r"(\d{2}):?(\d{2})?:?(\d{2})?(\.\d+)?", text)
     if not match:
         return text
@@ -4014,7 +4015,7 @@ def time_text(value) -> str:
 
 def datetime_text(value) -> str:
     """DT (PS3.5 6.2) YYYYMMDDHHMMSS.FFFFFF&ZZXX as ``YYYY-MM-DD HH:MM:SS.FFFFFF +ZZ:XX``."""
-    text = _text(value)
+    text = string_value(value)
     match = re.fullmatch(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d+)?([+-]\d{4})?", text)
     if not match:
         return text
@@ -4033,31 +4034,31 @@ def person_name_text(value) -> str:
 
     if value is None or value == "":
         return ""
-    if _is_multi(value):
+    if is_multi(value):
         return "; ".join(person_name_text(v) for v in value)
     name = value if isinstance(value, PersonName) else PersonName(str(value))
     try:
         parts = [name.name_prefix, name.given_name, name.middle_name, name.family_name]
-        shown = " ".join(_text(p) for p in parts if _text(p))
-        if _text(name.name_suffix):
-            shown += f", {_text(name.name_suffix)}"
+        shown = " ".join(string_value(p) for p in parts if string_value(p))
+        if string_value(name.name_suffix):
+            shown += f", {string_value(name.name_suffix)}"
     except Exception:  # a value pydicom cannot split: as stored
         shown = ""
-    return shown or _text(str(name)).replace("^", " ").strip()
+    return shown or string_value(str(name)).replace("^", " ").strip()
 
 
 def uid_text(value) -> str:
     """A UID with its registered name when it has one (a SOP class, a transfer syntax)."""
     from pydicom.uid import UID
 
-    uid = _text(value)
+    uid = string_value(value)
     name = UID(uid).name if uid else ""
     return f"{uid} ({name})" if uid and name and name != uid else uid
 
 
 def sex_text(value) -> str:
     """Patient's Sex (PS3.3 C.7.1.1) in words."""
-    code = _text(value).upper()
+    code = string_value(value).upper()
     return {"M": "male", "F": "female", "O": "other"}.get(code, code)
 
 
@@ -4067,7 +4068,7 @@ def sex_text(value) -> str:
 
 def document_header(ds: Dataset, reading: _Reading) -> list[tuple[str, list[Shown]]]:
     """The facts above the tree, as dsr2html lists them; empty ones left out, but for the patient."""
-    def text(keyword: str, format_value=_text) -> str:
+    def text(keyword: str, format_value=string_value) -> str:
         return format_value(_get(ds, keyword))
 
     def row(label: str, *parts: str, separator: str = ", ") -> tuple[str, list[Shown]]:
@@ -4094,7 +4095,7 @@ def document_header(ds: Dataset, reading: _Reading) -> list[tuple[str, list[Show
     ]
     for observer in _items(ds, "VerifyingObserverSequence"):  # C.17.2.1: name, organisation, when
         rows.append(row("Verifying observer", person_name_text(_get(observer, "VerifyingObserverName")),
-                        _text(_get(observer, "VerifyingOrganization")),
+                        string_value(_get(observer, "VerifyingOrganization")),
                         datetime_text(_get(observer, "VerificationDateTime"))))
     rows.append(row("Content date/time", text("ContentDate", date_text), text("ContentTime", time_text), separator=" "))
     for study in _items(ds, "PredecessorDocumentsSequence"):  # C.17.2.3 Hierarchical SOP Instance Reference
@@ -4540,12 +4541,12 @@ def _first(ds: Dataset, keyword: str) -> Dataset | None:
     return items[0] if items else None
 
 
-def _text(value, strip: bool = True) -> str:
+def string_value(value, strip: bool = True) -> str:
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray)):
         value = value.decode("latin-1")
-    if _is_multi(value):  # a single-valued attribute stored with a backslash: every value, as DICOM writes them
+    if is_multi(value):  # a single-valued attribute stored with a backslash: every value, as DICOM writes them
         value = "\\".join(str(v) for v in value)
     text = str(value).replace("\x00", "")
     # PS3.5 6.2: UT and ST lines end in CR LF; lone CRs occur too (test-SR.dcm has all three).
@@ -4561,13 +4562,13 @@ def _code_key(code: Dataset | None) -> tuple[str, str] | None:
     """(designator, value) of a code; Long Code Value and URN Code Value stand in for Code Value (8.8)."""
     if code is None:
         return None
-    value = _text(_get(code, "CodeValue")) or _text(_get(code, "LongCodeValue")) or _text(_get(code, "URNCodeValue"))
-    designator = _text(_get(code, "CodingSchemeDesignator"))
+    value = string_value(_get(code, "CodeValue")) or string_value(_get(code, "LongCodeValue")) or string_value(_get(code, "URNCodeValue"))
+    designator = string_value(_get(code, "CodingSchemeDesignator"))
     return (designator, value) if value or designator else None
 
 
 def _code_meaning(code: Dataset | None) -> str:
-    return _text(_get(code, "CodeMeaning")) if code is not None else ""
+    return string_value(_get(code, "CodeMeaning")) if code is not None else ""
 
 
 def _code_title(code: Dataset | None) -> str:
@@ -4585,7 +4586,7 @@ def _relationship_label(relationship: str) -> str:
 def _numbers(value) -> list[float]:
     if value is None or value == "":
         return []
-    listed = value if _is_multi(value) else [value]
+    listed = value if is_multi(value) else [value]
     numbers = []
     for v in listed:
         try:
@@ -4599,7 +4600,7 @@ def _number_text(value) -> str:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        return _text(value)
+        return string_value(value)
     return f"{number:g}"
 
 
@@ -5387,7 +5388,7 @@ def video_bit_stream(source: Path, ds: Dataset):
 
     raw = ds.get_item(0x7FE00010, keep_deferred=True)
     with contextlib.ExitStack() as stack:
-        if _is_deferred(raw) and raw.value_tell is not None:
+        if is_deferred(raw) and raw.value_tell is not None:
             buffer = stack.enter_context(open(source, "rb"))
             buffer.seek(raw.value_tell)
         else:
@@ -5398,7 +5399,7 @@ def video_bit_stream(source: Path, ds: Dataset):
                 if number:  # the first item is the Basic Offset Table
                     spool.write(fragment)
         except (ValueError, EOFError, OSError) as exc:
-            raise CorruptFile(f"cannot read the video's fragments: {_first_line(exc)}") from None
+            raise CorruptFile(f"cannot read the video's fragments: {first_line(exc)}") from None
         if not spool.tell():
             raise CorruptFile("the video bit stream is empty")
         spool.seek(0)
@@ -5519,7 +5520,7 @@ def write_video(job: Conversion, kind: str) -> None:
                 with_audio(reencode_to, stream, plan, job.output(".mp4"))
         except av.error.FFmpegError as exc:
             syntax = transfer_syntax_of(ds)
-            raise CorruptFile(f"cannot read the {UID(syntax).name} ({syntax}) video stream: {_first_line(exc)}") from None
+            raise CorruptFile(f"cannot read the {UID(syntax).name} ({syntax}) video stream: {first_line(exc)}") from None
     declared = int(ds.get("NumberOfFrames") or decoded.count)
     if declared != decoded.count:
         warnings.warn(f"the file says {declared} frames, its stream has {decoded.count}; the stream's are used")
@@ -5754,11 +5755,11 @@ def _caught(source: Path, work, redact: bool = False) -> Result:
         name = f" {exc.filename}" if exc.filename and not str(exc.filename).endswith(".part") else ""
         return Result(source, "failed", message=f"cannot write output{name}: {exc.strerror or exc}")
     except Exception as exc:  # a library bug on odd input must not stop the batch
-        return Result(source, "failed", message=f"unexpected {type(exc).__name__}: {_first_line(exc)}")
+        return Result(source, "failed", message=f"unexpected {type(exc).__name__}: {first_line(exc)}")
     except BaseException as exc:  # a Rust decoder's panic (pyo3's PanicException) is no Exception,
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):  # and cannot be pickled
             raise
-        return Result(source, "failed", message=f"the decoder crashed on this file: {_first_line(exc)}")
+        return Result(source, "failed", message=f"the decoder crashed on this file: {first_line(exc)}")
 
 
 def _with_warnings(message: str, caught: list, redact: bool = False) -> str:
@@ -5767,7 +5768,7 @@ def _with_warnings(message: str, caught: list, redact: bool = False) -> str:
 
     texts: list[str] = []
     for w in caught or []:
-        text = re.sub(r"\s*Please see <[^>]*>.*$", "", _first_line(w.message))
+        text = re.sub(r"\s*Please see <[^>]*>.*$", "", first_line(w.message))
         if redact:
             text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
         text = text if len(text) <= 120 else text[:117] + "..."
@@ -5858,10 +5859,10 @@ def write_image(job: Conversion, kind: str) -> None:
     sixteen = not options.eight_bit and not is_colour(ds)
     frames, job.rendering["Display"] = rendered_frames(job.source, ds, 65535 if sixteen else 255, options.window,
                                                        not options.redact_salt)
-    _write_one_frame(job, job.blanked(frames), sixteen)
+    write_one_frame(job, job.blanked(frames), sixteen)
 
 
-def _write_one_frame(job: Conversion, frames: Iterator[np.ndarray], sixteen: bool) -> None:
+def write_one_frame(job: Conversion, frames: Iterator[np.ndarray], sixteen: bool) -> None:
     frame = next(frames, None)
     if frame is None:
         raise CorruptFile("no frame could be decoded")
@@ -5871,54 +5872,87 @@ def _write_one_frame(job: Conversion, frames: Iterator[np.ndarray], sixteen: boo
     job.rendering["Output"] = f"PNG {'16' if sixteen else '8'}-bit" if job.options.write_png else "none"
 
 
-def write_frames(job: Conversion, kind: str) -> None:
-    """Several frames: a cine at its own rate; a volume, segmentation or dose as slices in
-    order (scrolled at --fps or 10 fps, "slices, not time") with a contact sheet."""
-    options, ds = job.options, job.ds
-    frames_total = number_of_frames(ds)
-    check_memory(ds, frames_total, options.max_memory)
-    check_pixel_data_length(ds)
-    frames, frames_total, ordered_by = _frames_of_kind(job, kind, frames_total)
-    if kind == "segmentation" and frames_total == 1:
-        return _write_one_frame(job, frames, False)
-    if kind == "cine":
-        timing = frame_timing(ds, frames_total, options.fps)
-    else:
-        timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), frames_total, "slices, not time")
-        job.rendering["Slices"] = f"{frames_total}, {ordered_by}"
+def check_frames(job: Conversion) -> int:
+    """How many frames `job`'s file holds, once it is known that they fit in memory and in the file."""
+    frames_total = number_of_frames(job.ds)
+    check_memory(job.ds, frames_total, job.options.max_memory)
+    check_pixel_data_length(job.ds)
+    return frames_total
+
+
+def display_frames(job: Conversion, order: list[int] | None = None) -> Iterator[np.ndarray]:
+    """The frames of a cine or a volume through the display pipeline (in `order`, when given),
+    16-bit when per-frame PNGs want full precision, blanked under --redact; large clips are
+    decoded in a helper process (`decode_in_helper`)."""
+    ds, options = job.ds, job.options
+    sixteen = not options.eight_bit and not is_colour(ds) and options.frame_pngs
+    render = rendered_frames_in_helper if decode_in_helper(ds, number_of_frames(ds)) else rendered_frames
+    frames, job.rendering["Display"] = render(job.source, ds, 65535 if sixteen else 255, options.window,
+                                              not options.redact_salt, order)
+    return job.blanked(frames)
+
+
+def write_slices(job: Conversion, frames: Iterator[np.ndarray], frames_total: int, ordered_by: str) -> None:
+    """Frames that are places, not moments: scrolled at --fps or 10 fps ("slices, not time"),
+    with a contact sheet as the PNG and the middle slice as the index page's picture."""
+    options = job.options
+    timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), frames_total, "slices, not time")
+    job.rendering["Slices"] = f"{frames_total}, {ordered_by}"
     job.rendering["FrameRate"] = timing.describe()
-    middle = frames_total // 2 if kind != "cine" else 0  # a volume is pictured by its middle slice
-    written = write_cine(frames, job.output, timing, options, sheet=kind != "cine" and options.write_png,
-                         thumbnail=(middle, job.thumbnail))
+    written = write_cine(frames, job.output, timing, options, sheet=options.write_png,
+                         thumbnail=(frames_total // 2, job.thumbnail))
     if written != frames_total:
         raise CorruptFile(f"decoded {written} of {frames_total} frames")
 
 
-def _frames_of_kind(job: Conversion, kind: str, frames_total: int) -> tuple[Iterator[np.ndarray], int, str]:
-    """The display frames of each kind of multi-frame object, how many, and in what order."""
+def write_clip(job: Conversion, kind: str) -> None:
+    """Frames that are moments: a GIF and an MP4 at the file's own rate, pictured by its first frame."""
+    frames_total = check_frames(job)
+    frames = display_frames(job)
+    timing = frame_timing(job.ds, frames_total, job.options.fps)
+    job.rendering["FrameRate"] = timing.describe()
+    written = write_cine(frames, job.output, timing, job.options, thumbnail=(0, job.thumbnail))
+    if written != frames_total:
+        raise CorruptFile(f"decoded {written} of {frames_total} frames")
+
+
+def write_volume(job: Conversion, kind: str) -> None:
+    """Frames that are slices of a volume, in anatomical order (`volume_order`)."""
+    frames_total = check_frames(job)
+    order, ordered_by = volume_order(job.ds)
+    write_slices(job, display_frames(job, order), frames_total, ordered_by)
+
+
+def write_dose(job: Conversion, kind: str) -> None:
+    """An RT Dose: its planes in colour with a scale in Gy, drawn over the images of its frame of
+    reference when this run has them (`job.images`), else plane by plane in grid order."""
     source, ds, options = job.source, job.ds, job.options
-    if kind == "segmentation":
-        slices = segmentation_slices(ds)
-        backgrounds = segmented_images(ds, slices, job.images, options) if job.images else None
-        frames, job.rendering["Display"] = segmentation_frames(source, ds, slices, backgrounds)
-        return job.blanked(frames), len(slices), "by position along the slice normal"
-    order, ordered_by = volume_order(ds) if kind == "volume" else (None, "")
-    is_dose = kind == "volume" and str(ds.get("SOPClassUID", "")) == RT_DOSE_CLASS
-    if is_dose and job.plan is not None and job.plan.action == "blank":
+    frames_total = check_frames(job)
+    order, ordered_by = volume_order(ds)
+    if job.plan is not None and job.plan.action == "blank":
         raise Unsupported("--redact found rectangles to blank in a dose grid, which it cannot do")
-    if is_dose and job.images:
+    if job.images:
         frames, job.rendering["Display"], frames_total = dose_over_images(source, ds, job.images, options)
         if not frames_total:
             raise CorruptFile("none of the images of its frame of reference lies within the dose grid")
-        return frames, frames_total, "the images' positions in z"
-    if is_dose:
+        ordered_by = "the images' positions in z"
+    else:
         frames, job.rendering["Display"] = dose_frames(source, ds, order)
-        return frames, frames_total, ordered_by
-    sixteen = not options.eight_bit and not is_colour(ds) and options.frame_pngs
-    render = rendered_frames_in_helper if decode_in_helper(ds, frames_total) else rendered_frames
-    frames, job.rendering["Display"] = render(source, ds, 65535 if sixteen else 255, options.window,
-                                              not options.redact_salt, order)
-    return job.blanked(frames), frames_total, ordered_by
+    write_slices(job, frames, frames_total, ordered_by)
+
+
+def write_segmentation(job: Conversion, kind: str) -> None:
+    """A segmentation: each segment in its colour, slice by slice, over the images it segments
+    when this run has them (`job.images`)."""
+    source, ds, options = job.source, job.ds, job.options
+    check_frames(job)
+    slices = segmentation_slices(ds)
+    backgrounds = segmented_images(ds, slices, job.images, options) if job.images else None
+    frames, job.rendering["Display"] = segmentation_frames(source, ds, slices, backgrounds)
+    frames = job.blanked(frames)
+    if len(slices) == 1:
+        return write_one_frame(job, frames, False)
+    write_slices(job, frames, len(slices), "by position along the slice normal")
 
 
 def write_slide(job: Conversion, kind: str) -> None:
@@ -5940,9 +5974,9 @@ def write_slide(job: Conversion, kind: str) -> None:
 
 
 # What each kind of object (`object_kind`) becomes: the one dispatch.
-WRITERS = {"metadata": write_metadata_only, "image": write_image, "cine": write_frames, "volume": write_frames,
-           "segmentation": write_frames, "slide": write_slide, "document": write_document, "video": write_video,
-           "waveform": write_waveform, "report": write_report}
+WRITERS = {"metadata": write_metadata_only, "image": write_image, "cine": write_clip, "volume": write_volume,
+           "dose": write_dose, "segmentation": write_segmentation, "slide": write_slide, "document": write_document,
+           "video": write_video, "waveform": write_waveform, "report": write_report}
 
 
 def write_cine(frames, output, timing: Timing, options: Options, sheet: bool = False,
@@ -6055,7 +6089,7 @@ def slice_order(result: Result) -> tuple:
     """Position along the slice normal (Image Position · (row × column cosines), PS3.3
     C.7.6.2.1.1), else Instance Number, else file name."""
     record = result.record
-    along = _along_normal(record.get("position"), record.get("orientation"))
+    along = along_normal(record.get("position"), record.get("orientation"))
     if along is not None:
         return (0, along, result.source.name)
     instance = record.get("instance", "")
@@ -6142,15 +6176,15 @@ def _convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options
 
 def series_text(names: list[str], first: Dataset, datasets: list, display: str, timing: Timing) -> str:
     """The series summary (from `first`, redacted if asked) and its slices in display order."""
-    lines = ["# Series", f"  {'SeriesNumber':<22} {_text_of(first.get('SeriesNumber', ''))}",
-             f"  {'SeriesDescription':<22} {_text_of(first.get('SeriesDescription', ''))}",
-             f"  {'Modality':<22} {_text_of(first.get('Modality', ''))}",
+    lines = ["# Series", f"  {'SeriesNumber':<22} {text_of(first.get('SeriesNumber', ''))}",
+             f"  {'SeriesDescription':<22} {text_of(first.get('SeriesDescription', ''))}",
+             f"  {'Modality':<22} {text_of(first.get('Modality', ''))}",
              f"  {'Slices':<22} {len(names)}", f"  {'Display':<22} {display}",
              f"  {'FrameRate':<22} {timing.describe()}", "", "# Slices in display order",
              "  #     output name  (InstanceNumber, ImagePositionPatient)"]
     for number, (name, ds) in enumerate(zip(names, datasets), 1):
         position = "\\".join(f"{float(v):g}" for v in ds.get("ImagePositionPatient") or [])
-        lines.append(f"  {number:<5} {name}  ({_text_of(ds.get('InstanceNumber', ''))}, {position})")
+        lines.append(f"  {number:<5} {name}  ({text_of(ds.get('InstanceNumber', ''))}, {position})")
     return "\n".join(lines) + "\n"
 
 

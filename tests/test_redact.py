@@ -76,8 +76,8 @@ def identifying_values(path: Path) -> dict[str, set[str]]:
             if isinstance(element.value, (bytes, bytearray)):
                 continue
             action = dc.profile_action(int(element.tag))
-            for value in (element.value if dc._is_multi(element.value) else [element.value]):
-                text = dc._text_of(value)
+            for value in (element.value if dc.is_multi(element.value) else [element.value]):
+                text = dc.text_of(value)
                 if action is None and not element.tag.is_private:
                     kept.add(text)
                 elif action != "X/Z/U*":

@@ -18,7 +18,7 @@ def rendered(path, order=None, out_max=255) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("name, kind", [
     ("eCT_Supplemental.dcm", "volume"),   # Enhanced CT, Plane Position per frame
-    ("rtdose.dcm", "volume"),             # Frame Increment Pointer -> Grid Frame Offset Vector
+    ("rtdose.dcm", "dose"),               # Frame Increment Pointer -> Grid Frame Offset Vector, RT Dose class
     ("examples_ybr_color.dcm", "cine"),   # US multi-frame, Frame Increment Pointer -> Frame Time
     ("emri_small.dcm", "cine"),           # Enhanced MR with no positions: no signal, as before
     ("liver.dcm", "segmentation"),        # the Segmentation class, one frame or many

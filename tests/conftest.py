@@ -12,7 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import dicom_converter  # noqa: E402  (after the path is set)
+# after the path is set: the tests import the package beside dicom_converter.py
+from _dicom_converter.base import DEFAULT_GIF_MAX_SIZE  # noqa: E402
+from _dicom_converter.gif import gif_writer  # noqa: E402
+from _dicom_converter.writers import mp4_writer  # noqa: E402
 
 
 def testdata(name: str) -> Path:
@@ -51,14 +54,9 @@ def chromium():
         yield instance
 
 
-@pytest.fixture
-def converter():
-    return dicom_converter
-
-
-def write_gif(frames, path: Path, durations_ms, max_size=dicom_converter.DEFAULT_GIF_MAX_SIZE) -> None:
+def write_gif(frames, path: Path, durations_ms, max_size=DEFAULT_GIF_MAX_SIZE) -> None:
     """A GIF of 8-bit frames through the converter's streaming `gif_writer`."""
-    with dicom_converter.gif_writer(path, durations_ms, max_size) as write:
+    with gif_writer(path, durations_ms, max_size) as write:
         for frame in frames:
             write(frame)
 
@@ -66,7 +64,7 @@ def write_gif(frames, path: Path, durations_ms, max_size=dicom_converter.DEFAULT
 def write_mp4(frames, path: Path, rate, crf: int) -> int:
     """An MP4 of 8-bit frames through the converter's streaming `mp4_writer`; the frame count."""
     count = 0
-    with dicom_converter.mp4_writer(path, rate, crf) as write:
+    with mp4_writer(path, rate, crf) as write:
         for frame in frames:
             write(frame)
             count += 1

@@ -27,8 +27,12 @@ import pytest
 from PIL import Image, ImageSequence
 
 import browser
-import dicom_converter as dc
 from conftest import run_cli, testdata
+from _dicom_converter.base import DEFAULT_GIF_MAX_SIZE
+from _dicom_converter.gif import GIF_MIN_PSNR_COLOUR, GIF_MIN_PSNR_GREY
+from _dicom_converter.pixels.display import rendered_frames
+from _dicom_converter.reading import read_dataset
+from _dicom_converter.writers import fit_within
 
 MAX_MEAN_ERROR = 2.0  # grey levels, mean absolute difference over pixels and channels
 # The synthetic 63x47 colour clip has strong colour at a fine scale: 4:2:0 chroma
@@ -39,7 +43,7 @@ MAX_MEAN_ERROR_FOR = {"odd_colour": 2.5}
 # A GIF frame is our frame quantised to GIF_MIN_PSNR_GREY (40 dB; colour to 42): its
 # RMS error is at most 255 / 10^(40/20) = 2.55 levels, and a mean |error| is never above
 # the RMS error.  Chromium decodes GIF palettes exactly (grey clips came in at 2.03-2.17).
-MAX_GIF_MEAN_ERROR = 255 / 10 ** (min(dc.GIF_MIN_PSNR_GREY, dc.GIF_MIN_PSNR_COLOUR) / 20)
+MAX_GIF_MEAN_ERROR = 255 / 10 ** (min(GIF_MIN_PSNR_GREY, GIF_MIN_PSNR_COLOUR) / 20)
 
 
 # -----------------------------------------------------------------------------
@@ -161,7 +165,7 @@ def site(chromium, tmp_path_factory):
     for clip in CLIPS.values():
         if not clip.frames:
             path = inputs / clip.name
-            frames, _ = dc.rendered_frames(path, dc.read_dataset(path), 255, None)
+            frames, _ = rendered_frames(path, read_dataset(path), 255, None)
             clip.frames = [np.asarray(f) for f in frames]
     with browser.serve(out) as url:
         yield url, out
@@ -366,7 +370,7 @@ def gif_case(key: str, site) -> tuple[str, Path, list[np.ndarray], Fraction]:
     name, _, size = key.partition("@")
     clip = CLIPS[name]
     folder = f"small/{clip.stem}.gif" if size else f"{clip.stem}.gif"
-    ours = [dc.fit_within(f, int(size) if size else dc.DEFAULT_GIF_MAX_SIZE) for f in clip.frames]
+    ours = [fit_within(f, int(size) if size else DEFAULT_GIF_MAX_SIZE) for f in clip.frames]
     return f"{url}/{folder}", out / folder, ours, clip.fps
 
 

@@ -36,8 +36,9 @@ from PIL import Image, ImageSequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import ROOT, testdata  # noqa: E402
+from _dicom_converter.cli import build_parser, main
+from _dicom_converter.inputs import output_stem
 
-import dicom_converter as dc  # noqa: E402  (conftest puts the repository on the path)
 
 READMES = (ROOT / "README.md", ROOT / "README_CN.md")
 DATA = ROOT / "dicom_data"
@@ -109,13 +110,13 @@ MP4_TOLERANCE = 0.02  # relative, on top of the rounding to whole KB
 # =============================================================================
 
 def run_main(args: list[str]) -> tuple[int, str]:
-    """`dicom_converter.main(args)` in this process; returns (exit status, stdout + stderr)."""
+    """`main(args)` in this process; returns (exit status, stdout + stderr)."""
     saved = sys.stdout, sys.stderr
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # main() calls .reconfigure()
     err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     sys.stdout, sys.stderr = out, err
     try:
-        status = dc.main([str(a) for a in args])
+        status = main([str(a) for a in args])
     finally:
         sys.stdout, sys.stderr = saved
         for stream in (out, err):
@@ -143,7 +144,7 @@ def one_cpu():
 
 
 def stem_of(name: str) -> str:
-    return dc.output_stem(name)
+    return output_stem(name)
 
 
 # =============================================================================
@@ -424,7 +425,7 @@ def test_readme_size_table(samples_out, readme):
 
 
 def test_options_documented_in_both_readmes():
-    parser = dc.build_parser()
+    parser = build_parser()
     real = {s for action in parser._actions for s in action.option_strings} - {"-h", "--help"}
     real |= {action.dest for action in parser._actions if not action.option_strings}
     for readme in READMES:

@@ -19,8 +19,12 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
 
-import dicom_converter
 from conftest import ROOT
+from _dicom_converter.dump import dump_dataset, _raw_formatting_allowed
+from _dicom_converter.reading import _dcmread, read_dataset
+from _dicom_converter.redaction import deidentified
+from _dicom_converter.text import metadata_text
+from _dicom_converter import dump
 
 
 def _inputs() -> list[tuple[str, Path]]:
@@ -54,10 +58,10 @@ def read(path: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return dicom_converter.read_dataset(path)
+            return read_dataset(path)
         except Exception:
             try:
-                ds = dicom_converter._dcmread(path, defer_size="64 KB")
+                ds = _dcmread(path, defer_size="64 KB")
             except Exception:
                 return None
             return ds if len(ds) else None
@@ -78,15 +82,15 @@ def dumps(ds) -> tuple[list[str], list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         meta = getattr(ds, "file_meta", None)
-        lines = list(dicom_converter.dump_dataset(meta)) if meta is not None and len(meta) else []
-        lines += dicom_converter.dump_dataset(ds)
+        lines = list(dump_dataset(meta)) if meta is not None and len(meta) else []
+        lines += dump_dataset(ds)
     return lines, [f"{w.category.__name__}: {w.message}" for w in caught]
 
 
 def slow_dumps(ds, monkeypatch) -> tuple[list[str], list[str]]:
     """`dumps` with every element converted by pydicom: the dump as it was before issue #18."""
     with monkeypatch.context() as patch:
-        patch.setattr(dicom_converter, "_raw_formatting_allowed", lambda: False)
+        patch.setattr(dump, "_raw_formatting_allowed", lambda: False)
         return dumps(ds)
 
 
@@ -191,11 +195,11 @@ def test_whole_text_and_redacted_text_unchanged(name, monkeypatch):
     """The .txt as written (summary first, which converts some elements), and under
     --redact the de-identified copy, whose values are all converted already."""
     path = named_file(name)
-    for shown in (lambda ds: ds, lambda ds: dicom_converter.deidentified(ds, "salt")):
-        text = dicom_converter.metadata_text(shown(read(path)), {})
+    for shown in (lambda ds: ds, lambda ds: deidentified(ds, "salt")):
+        text = metadata_text(shown(read(path)), {})
         with monkeypatch.context() as patch:
-            patch.setattr(dicom_converter, "_raw_formatting_allowed", lambda: False)
-            expected = dicom_converter.metadata_text(shown(read(path)), {})
+            patch.setattr(dump, "_raw_formatting_allowed", lambda: False)
+            expected = metadata_text(shown(read(path)), {})
         assert text.encode("utf-8") == expected.encode("utf-8")
 
 
@@ -206,16 +210,16 @@ def test_whole_text_and_redacted_text_unchanged(name, monkeypatch):
 def test_pydicom_settings_that_change_conversion_turn_the_formatters_off(setting, value, monkeypatch):
     from pydicom import config
 
-    assert dicom_converter._raw_formatting_allowed()
+    assert _raw_formatting_allowed()
     monkeypatch.setattr(config, setting, value)
-    assert not dicom_converter._raw_formatting_allowed()
+    assert not _raw_formatting_allowed()
 
 
 def test_validation_that_raises_turns_the_formatters_off(monkeypatch):
     from pydicom import config
 
     monkeypatch.setattr(config.settings, "reading_validation_mode", config.RAISE)
-    assert not dicom_converter._raw_formatting_allowed()
+    assert not _raw_formatting_allowed()
 
 
 # -----------------------------------------------------------------------------

@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-import dicom_converter as dc
 from conftest import ROOT, copy_inputs, index_cards, index_urls, run_cli, testdata
+from _dicom_converter.pixels.display import rendered_frames
+from _dicom_converter.reading import read_dataset
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
 SC_WORD_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word Secondary Capture
@@ -432,7 +433,7 @@ def test_frames_are_written_one_png_per_frame(frames_runs):
 def test_frame_pngs_hold_the_pixels_fed_to_gif_and_mp4(frames_runs):
     inputs, runs = frames_runs
     path = inputs / "emri_small.dcm"
-    encoded, _ = dc.rendered_frames(path, dc.read_dataset(path), 255, None)
+    encoded, _ = rendered_frames(path, read_dataset(path), 255, None)
     encoded = [f.astype(np.int32) for f in encoded]
     assert len(encoded) == 10
     for k, expected in enumerate(encoded, 1):

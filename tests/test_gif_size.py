@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-import dicom_converter as dc
 from conftest import testdata, write_gif
+from _dicom_converter.base import DEFAULT_GIF_MAX_SIZE
+from _dicom_converter.gif import channel_error, GIF_COLOUR_MAX_ERROR, GIF_MIN_PSNR_GREY, psnr, quantise_colour
+from _dicom_converter.pixels.display import rendered_frames
+from _dicom_converter.reading import read_dataset
+from _dicom_converter.writers import fit_within
 
 MIN_PSNR = 40.0
 MAX_RATIO = 0.5
@@ -35,7 +39,7 @@ def pillow_gif_bytes(frames: list[np.ndarray]) -> int:
 def real_clip(name: str) -> list[np.ndarray]:
     """The 8-bit display frames the converter feeds its encoders for a real file."""
     path = testdata(name)
-    frames, _ = dc.rendered_frames(path, dc.read_dataset(path), 255, None)
+    frames, _ = rendered_frames(path, read_dataset(path), 255, None)
     return list(frames)
 
 
@@ -95,8 +99,8 @@ def gif_psnrs(path, frames: list[np.ndarray]) -> list[float]:
     assert len(shown) == len(frames)
     psnrs = []
     for ours, frame in zip(shown, frames):
-        wanted = dc.fit_within(frame, dc.DEFAULT_GIF_MAX_SIZE)
-        psnrs.append(dc.psnr(ours[..., 0] if wanted.ndim == 2 else ours, wanted))
+        wanted = fit_within(frame, DEFAULT_GIF_MAX_SIZE)
+        psnrs.append(psnr(ours[..., 0] if wanted.ndim == 2 else ours, wanted))
     return psnrs
 
 
@@ -141,7 +145,7 @@ def test_static_textured_background_is_not_redrawn(tmp_path):
     second_bytes = (tmp_path / "a.gif").stat().st_size - first_bytes
     assert second_bytes < 0.1 * first_bytes, (first_bytes, second_bytes)
     shown = [np.asarray(f.convert("L")) for f in ImageSequence.Iterator(Image.open(tmp_path / "a.gif"))]
-    assert dc.psnr(shown[1], second) >= dc.GIF_MIN_PSNR_GREY
+    assert psnr(shown[1], second) >= GIF_MIN_PSNR_GREY
 
 
 def test_small_colour_marks_keep_their_colour():
@@ -162,13 +166,13 @@ def test_small_colour_marks_keep_their_colour():
 
     plain = Image.fromarray(frame).quantize(colors=31, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     plain_rgb = np.asarray(plain.convert("RGB"))
-    assert dc.channel_error(plain_rgb, frame)[inside].max() > 100
+    assert channel_error(plain_rgb, frame)[inside].max() > 100
 
-    indices, palette, shown = dc.quantise_colour(frame, 31)
+    indices, palette, shown = quantise_colour(frame, 31)
     assert len(palette) <= 31 and indices.max() < len(palette)
     assert np.array_equal(shown, np.take(palette, indices, axis=0))
-    assert dc.channel_error(shown, frame)[inside].max() <= dc.GIF_COLOUR_MAX_ERROR
-    assert dc.psnr(shown, frame) >= dc.psnr(plain_rgb, frame) - 0.5  # the background hardly pays for it
+    assert channel_error(shown, frame)[inside].max() <= GIF_COLOUR_MAX_ERROR
+    assert psnr(shown, frame) >= psnr(plain_rgb, frame) - 0.5  # the background hardly pays for it
 
 
 def test_ultrasound_gif_keeps_its_overlay_colours(tmp_path):
@@ -176,5 +180,5 @@ def test_ultrasound_gif_keeps_its_overlay_colours(tmp_path):
     frames = real_clip("examples_ybr_color.dcm")
     write_gif(frames, tmp_path / "us.gif", [100] * len(frames))
     shown = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(tmp_path / "us.gif"))]
-    worst = max(int(dc.channel_error(ours, frame).max()) for ours, frame in zip(shown, frames, strict=True))
+    worst = max(int(channel_error(ours, frame).max()) for ours, frame in zip(shown, frames, strict=True))
     assert worst <= 48, f"a pixel {worst} levels off"

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import browser
-from dicom_converter import INDEX_DATA_ID, index_page, script_json
+from _dicom_converter.index_page import INDEX_DATA_ID, index_page, script_json
 
 SERIES, PER_SERIES = 10, 300
 MIXED = SERIES - 1  # the series with no thumbnail, whose first items are a cine, a sound and a report

@@ -9,14 +9,15 @@ import pydicom
 import pytest
 from pydicom.data import get_charset_files
 
-import dicom_converter
 from conftest import copy_inputs, run_cli, testdata
+from _dicom_converter.cli import main
+from _dicom_converter.inputs import output_stem
 
 
 def convert(source: Path, out: Path) -> str:
     """Run the converter on `source` into `out` and return its .txt, decoded as strict UTF-8."""
-    assert dicom_converter.main([str(source), "-o", str(out)]) == 0
-    text_path = out / (dicom_converter.output_stem(source.name) + ".txt")
+    assert main([str(source), "-o", str(out)]) == 0
+    text_path = out / (output_stem(source.name) + ".txt")
     return text_path.read_bytes().decode("utf-8")  # raises on anything that is not UTF-8
 
 

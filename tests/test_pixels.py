@@ -19,8 +19,25 @@ import pytest
 from PIL import Image, ImageSequence
 from pydicom.dataset import Dataset
 
-import dicom_converter as dc
 from conftest import ROOT, run_cli, testdata
+from _dicom_converter.base import ENV_HELPER_PIXELS, Unsupported
+from _dicom_converter.cli import main
+from _dicom_converter.gif import GIF_MIN_PSNR_GREY, psnr
+from _dicom_converter.inputs import output_stem
+from _dicom_converter.pixels.display import (
+    apply_window,
+    choose_voi,
+    display_values,
+    frame_attributes,
+    grayscale_lut,
+    is_inverted,
+    lut_index,
+    render_grayscale,
+    rendered_frames,
+    _SHARED_LUTS,
+)
+from _dicom_converter.pixels.libjpeg_turbo import use_libjpeg_turbo
+from _dicom_converter.reading import read_dataset
 
 needs_dcmtk = pytest.mark.skipif(shutil.which("dcmj2pnm") is None, reason="DCMTK not installed")
 
@@ -28,7 +45,7 @@ needs_dcmtk = pytest.mark.skipif(shutil.which("dcmj2pnm") is None, reason="DCMTK
 def convert(tmp_path: Path, name: str, *options: str) -> Path:
     """Convert one real test file into tmp_path/out and return the output folder."""
     out = tmp_path / "out"
-    assert dc.main([str(testdata(name)), "-o", str(out), *options]) == 0
+    assert main([str(testdata(name)), "-o", str(out), *options]) == 0
     return out
 
 
@@ -46,7 +63,7 @@ def dcmtk_render(tmp_path: Path, name: str, *flags: str) -> np.ndarray:
 
 
 def stem_of(name: str) -> str:
-    return dc.output_stem(name)
+    return output_stem(name)
 
 
 # --- one step at a time -------------------------------------------------------
@@ -64,7 +81,7 @@ def mono(**attrs) -> Dataset:
 def test_linear_window_follows_c11_2_1_2():
     # center 40 width 400: x <= c - 0.5 - (w-1)/2 -> 0, x > c - 0.5 + (w-1)/2 -> 1
     values = np.array([-160, -159, 39.5, 238, 239.5], dtype=float)
-    out = dc.apply_window(values, 40, 400, "LINEAR")
+    out = apply_window(values, 40, 400, "LINEAR")
     assert out[0] == 0.0 and out[-1] == 1.0
     assert out[2] == pytest.approx(0.5)
     assert out[1] == pytest.approx(1 / 399, abs=1e-9)
@@ -73,18 +90,18 @@ def test_linear_window_follows_c11_2_1_2():
 
 def test_linear_exact_and_sigmoid_windows():
     values = np.array([-160.0, 40.0, 240.0])
-    assert dc.apply_window(values, 40, 400, "LINEAR_EXACT").tolist() == [0.0, 0.5, 1.0]
-    sigmoid = dc.apply_window(values, 40, 400, "SIGMOID")
+    assert apply_window(values, 40, 400, "LINEAR_EXACT").tolist() == [0.0, 0.5, 1.0]
+    sigmoid = apply_window(values, 40, 400, "SIGMOID")
     assert sigmoid[1] == pytest.approx(0.5)
     assert sigmoid[0] == pytest.approx(1 / (1 + np.exp(2)))
-    with pytest.raises(dc.Unsupported, match="VOI LUT Function"):
-        dc.apply_window(values, 40, 400, "CUBIC")
+    with pytest.raises(Unsupported, match="VOI LUT Function"):
+        apply_window(values, 40, 400, "CUBIC")
 
 
 def test_modality_rescale_then_window_gives_hounsfield_display():
     ds = mono(RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=400)
     stored = np.array([0, 1024 - 160, 1064, 1024 + 400], dtype=np.int16)
-    shown = dc.display_values(stored, ds, dc.choose_voi(ds, None), 255)
+    shown = display_values(stored, ds, choose_voi(ds, None), 255)
     assert shown.tolist() == [0, 0, 128, 255]
 
 
@@ -92,27 +109,27 @@ def test_monochrome1_is_inverted_after_the_window():
     ds = mono(PhotometricInterpretation="MONOCHROME1", WindowCenter=100, WindowWidth=50)
     stored = np.array([0, 200], dtype=np.int16)
     # low values are white in MONOCHROME1; inverting before VOI would turn both black
-    assert dc.display_values(stored, ds, dc.choose_voi(ds, None), 255).tolist() == [255, 0]
+    assert display_values(stored, ds, choose_voi(ds, None), 255).tolist() == [255, 0]
 
 
 def test_presentation_lut_shape_overrides_photometric():
-    assert dc.is_inverted(mono(PresentationLUTShape="INVERSE"))
-    assert not dc.is_inverted(mono(PhotometricInterpretation="MONOCHROME1", PresentationLUTShape="IDENTITY"))
-    assert dc.is_inverted(mono(PhotometricInterpretation="MONOCHROME1"))
+    assert is_inverted(mono(PresentationLUTShape="INVERSE"))
+    assert not is_inverted(mono(PhotometricInterpretation="MONOCHROME1", PresentationLUTShape="IDENTITY"))
+    assert is_inverted(mono(PhotometricInterpretation="MONOCHROME1"))
 
 
 def test_window_override_beats_file_window():
     ds = mono(WindowCenter=40, WindowWidth=400)
-    voi = dc.choose_voi(ds, (500.0, 1000.0))
+    voi = choose_voi(ds, (500.0, 1000.0))
     assert (voi.center, voi.width, voi.source) == (500.0, 1000.0, "--window")
 
 
 def test_lut_of_signed_values_is_indexed_by_unsigned_view():
     ds = mono(WindowCenter=0, WindowWidth=200)
-    voi = dc.choose_voi(ds, None)
+    voi = choose_voi(ds, None)
     frame = np.array([[-100, 0, 99]], dtype=np.int16)
-    lut = dc.grayscale_lut(frame.dtype, ds, voi, 65535)
-    assert lut[dc.lut_index(frame)].tolist() == dc.display_values(frame, ds, voi, 65535).tolist()
+    lut = grayscale_lut(frame.dtype, ds, voi, 65535)
+    assert lut[lut_index(frame)].tolist() == display_values(frame, ds, voi, 65535).tolist()
 
 
 def test_display_luts_kept_between_files_never_mix_their_settings():
@@ -127,14 +144,14 @@ def test_display_luts_kept_between_files_never_mix_their_settings():
         dict(WindowCenter=40, WindowWidth=400, PhotometricInterpretation="MONOCHROME1"),
         dict(WindowCenter=40, WindowWidth=400, VOILUTFunction="SIGMOID"),
     ]
-    dc._SHARED_LUTS.clear()
+    _SHARED_LUTS.clear()
     for attrs in settings:
         ds = mono(**attrs)
         for out_max in (255, 65535):
-            voi = dc.choose_voi(ds, None)
-            shown = next(dc.render_grayscale([frame], lambda index: ds, lambda a: voi, out_max))
-            assert shown.tolist() == dc.display_values(frame, ds, voi, out_max).tolist(), (attrs, out_max)
-    assert len(dc._SHARED_LUTS) == 12  # 6 distinct settings x 2 output depths
+            voi = choose_voi(ds, None)
+            shown = next(render_grayscale([frame], lambda index: ds, lambda a: voi, out_max))
+            assert shown.tolist() == display_values(frame, ds, voi, out_max).tolist(), (attrs, out_max)
+    assert len(_SHARED_LUTS) == 12  # 6 distinct settings x 2 output depths
 
 
 def test_per_frame_functional_groups_override_shared():
@@ -152,9 +169,9 @@ def test_per_frame_functional_groups_override_shared():
         item.FrameVOILUTSequence[0].WindowWidth = 50
         frames.append(item)
     ds.PerFrameFunctionalGroupsSequence = frames
-    second = dc.frame_attributes(ds, 1)
+    second = frame_attributes(ds, 1)
     assert (second.RescaleSlope, second.WindowCenter) == (2, 300)
-    assert dc.frame_attributes(ds, 0).WindowCenter == 100
+    assert frame_attributes(ds, 0).WindowCenter == 100
 
 
 def test_enhanced_ct_uses_its_functional_groups(tmp_path):
@@ -235,10 +252,10 @@ def test_frames_and_gif_match_dcmtk_with_explicit_window(tmp_path):
     subprocess.run(["dcmj2pnm", "+on", "+Fa", "+Ww", "600", "1200",
                     str(testdata("emri_small.dcm")), str(refdir / "f.png")], check=True)
     references = [read_png(refdir / f"f.png.{i}.png") for i in range(10)]
-    quantisation = 255 / 10 ** (dc.GIF_MIN_PSNR_GREY / 20)
+    quantisation = 255 / 10 ** (GIF_MIN_PSNR_GREY / 20)
     for ours, shown, reference in zip(frames, gif, references, strict=True):
         assert np.abs(ours - reference).mean() <= 1.0
-        assert dc.psnr(shown, ours) >= dc.GIF_MIN_PSNR_GREY
+        assert psnr(shown, ours) >= GIF_MIN_PSNR_GREY
         assert np.abs(shown - reference).mean() <= 1.0 + quantisation
 
 
@@ -253,7 +270,7 @@ def test_frames_and_gif_match_dcmtk_with_explicit_window(tmp_path):
 def test_compressed_file_renders_like_its_uncompressed_twin(tmp_path, compressed, uncompressed):
     def rendered(name):
         out = tmp_path / stem_of(name)
-        assert dc.main([str(testdata(name)), "-o", str(out), "--8bit", "--no-mp4"]) == 0
+        assert main([str(testdata(name)), "-o", str(out), "--8bit", "--no-mp4"]) == 0
         image = out / (stem_of(name) + (".gif" if (out / (stem_of(name) + ".gif")).exists() else ".png"))
         return [np.asarray(f.convert("RGB")).astype(np.int64) for f in ImageSequence.Iterator(Image.open(image))]
 
@@ -275,7 +292,7 @@ def test_jpeg_lossless_through_libjpeg_turbo_equals_pydicoms_own_decoder(tmp_pat
         for flag in ("+e1", "+el"):
             files.append(tmp_path / f"{flag[1:]}_{name}")
             subprocess.run(["dcmcjpeg", flag, str(testdata(name)), str(files[-1])], check=True)
-    dc.use_libjpeg_turbo()
+    use_libjpeg_turbo()
     decoded = count_turbo_frames(monkeypatch)
     for path in files:
         ours, theirs = list(iter_pixels(path)), list(iter_pixels(path, decoding_plugin="pylibjpeg"))
@@ -318,7 +335,7 @@ def test_jpeg_baseline_and_extended_decode_as_dcmtk_does(tmp_path, monkeypatch, 
     reference = tmp_path / "dcmdjpeg.dcm"
     subprocess.run(["dcmdjpeg", str(testdata(name)), str(reference)], check=True, capture_output=True)
     theirs = pydicom.dcmread(reference)
-    dc.use_libjpeg_turbo()
+    use_libjpeg_turbo()
     decoded = count_turbo_frames(monkeypatch)
     ours = np.stack(list(iter_pixels(testdata(name))))
     assert ours.shape[0] == len(decoded) == int(theirs.get("NumberOfFrames", 1) or 1)
@@ -357,7 +374,7 @@ def test_jpeg_lossless_with_a_point_transform_keeps_the_high_bits(tmp_path):
     original = pydicom.dcmread(testdata("CT_small.dcm")).pixel_array.astype(np.int64)
     encoded = tmp_path / "pt2.dcm"
     subprocess.run(["dcmcjpeg", "+el", "+pt", "2", str(testdata("CT_small.dcm")), str(encoded)], check=True)
-    dc.use_libjpeg_turbo()
+    use_libjpeg_turbo()
     decoded = next(iter_pixels(encoded)).astype(np.int64)
     assert 0 <= (original - decoded).min() and (original - decoded).max() <= 3
     assert (original - decoded).max() > 0  # the low bits really were dropped
@@ -376,7 +393,7 @@ def test_segmented_palette_expands_to_colour(tmp_path):
 
 def test_minmax_window_spans_the_whole_clip_not_each_frame():
     path = testdata("emri_small.dcm")
-    frames, description = dc.rendered_frames(path, dc.read_dataset(path), 255, None)
+    frames, description = rendered_frames(path, read_dataset(path), 255, None)
     frames = list(frames)
     clip = pydicom.dcmread(path).pixel_array.astype(float)
     expected = np.rint((clip - clip.min()) / (clip.max() - clip.min()) * 255)
@@ -395,9 +412,9 @@ def test_decoding_in_a_helper_process_gives_the_same_outputs(tmp_path, monkeypat
     inputs.mkdir()
     for name in names:
         (inputs / name).symlink_to(testdata(name))
-    assert dc.main([str(inputs), "-o", str(tmp_path / "alone"), "--no-index", "-j", "1"]) == 0
-    monkeypatch.setenv(dc.ENV_HELPER_PIXELS, "1")  # read in the worker: reaches it under every start method
-    assert dc.main([str(inputs), "-o", str(tmp_path / "helper"), "--no-index", "-j", "1"]) == 0
+    assert main([str(inputs), "-o", str(tmp_path / "alone"), "--no-index", "-j", "1"]) == 0
+    monkeypatch.setenv(ENV_HELPER_PIXELS, "1")  # read in the worker: reaches it under every start method
+    assert main([str(inputs), "-o", str(tmp_path / "helper"), "--no-index", "-j", "1"]) == 0
     for name in names:
         for suffix in (".gif", ".mp4", ".txt"):
             alone = (tmp_path / "alone" / (stem_of(name) + suffix)).read_bytes()
@@ -409,7 +426,7 @@ def test_decoder_errors_come_back_from_the_helper_process(tmp_path, monkeypatch,
     last_frame = data.rindex(b"\xff\x4f\xff\x51")  # SOC + SIZ: the last frame's codestream
     data[last_frame:last_frame + 4] = b"JUNK"  # frames 1-9 decode, the 10th cannot
     (tmp_path / "broken.dcm").write_bytes(bytes(data))
-    monkeypatch.setenv(dc.ENV_HELPER_PIXELS, "1")
-    assert dc.main([str(tmp_path / "broken.dcm"), "-o", str(tmp_path / "out"), "--no-index", "-j", "1"]) == 1
+    monkeypatch.setenv(ENV_HELPER_PIXELS, "1")
+    assert main([str(tmp_path / "broken.dcm"), "-o", str(tmp_path / "out"), "--no-index", "-j", "1"]) == 1
     assert "FAILED     broken.dcm: cannot decode JPEG 2000" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").rglob("*") if p.is_file()] == ["manifest.csv"]  # with its failure

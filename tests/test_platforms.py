@@ -20,9 +20,15 @@ from pathlib import Path
 import pydicom
 import pytest
 
-import dicom_converter as dc
 from conftest import ROOT, copy_inputs, run_cli, testdata
 from test_safety import assert_outputs_whole, files_under, posix_signals, tree_hashes
+from _dicom_converter.base import ENV_CRASH_ON, ENV_HELPER_PIXELS, ENV_START_METHOD, MAX_STEM_BYTES, Options
+from _dicom_converter.cli import available_memory
+from _dicom_converter.convert import convert_file
+from _dicom_converter.inputs import name_key, output_stem, plan_outputs
+from _dicom_converter.pool import default_jobs
+from _dicom_converter.writers import write_text
+from _dicom_converter import writers
 
 START_METHODS = multiprocessing.get_all_start_methods()
 
@@ -60,7 +66,7 @@ def windows_emulation(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("windows")
     (folder / "sitecustomize.py").write_text(WINDOWS_EMULATION)
     env = environment(PYTHONPATH=os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
-    env.pop(dc.ENV_START_METHOD, None)
+    env.pop(ENV_START_METHOD, None)
     probe = subprocess.run([sys.executable, "-c", "import multiprocessing, os; print(hasattr(os, 'fchmod'), "
                             "multiprocessing.get_start_method()); multiprocessing.get_context('fork')"],
                            capture_output=True, text=True, env=env)
@@ -84,9 +90,9 @@ def test_windows_emulation_converts_exactly_as_the_normal_run(tmp_path, windows_
     inp = corpus(tmp_path / "in")
     # clips decode in the helper process too, and every kind of output is made
     args = (inp, "--frames", "--json", "--series", "--no-mp4", "-j", "2")
-    normal = run_converter(*args, "-o", tmp_path / "normal", env=environment(**{dc.ENV_HELPER_PIXELS: "1"}))
+    normal = run_converter(*args, "-o", tmp_path / "normal", env=environment(**{ENV_HELPER_PIXELS: "1"}))
     emulated = run_converter(*args, "-o", tmp_path / "windows",
-                             env={**windows_emulation, dc.ENV_HELPER_PIXELS: "1"})
+                             env={**windows_emulation, ENV_HELPER_PIXELS: "1"})
     assert "Traceback" not in emulated.stderr and "AttributeError" not in emulated.stderr
     assert emulated.returncode == normal.returncode == 1  # pydicom ships deliberately broken files
     assert emulated.stdout.splitlines()[-1] == normal.stdout.splitlines()[-1]
@@ -101,7 +107,7 @@ def test_every_start_method_gives_the_same_outputs(tmp_path, method):
     args = (inp, "--frames", "--json", "--no-mp4", "-j", "2")
     reference = run_converter(*args, "-o", tmp_path / "reference", env=environment())
     run = run_converter(*args, "-o", tmp_path / method,
-                        env=environment(**{dc.ENV_START_METHOD: method, dc.ENV_HELPER_PIXELS: "1"}))
+                        env=environment(**{ENV_START_METHOD: method, ENV_HELPER_PIXELS: "1"}))
     assert run.returncode == reference.returncode == 0, run.stderr
     assert tree_hashes(tmp_path / method) == tree_hashes(tmp_path / "reference")
 
@@ -111,7 +117,7 @@ def test_a_crash_in_the_decoding_helper_fails_that_file_with_its_reason(tmp_path
     """The helper really runs (the crash is in it, not in the worker) and its death is reported."""
     inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "emri_small_RLE.dcm", "emri_small.dcm")
     run = run_converter(inp, "-o", tmp_path / "out", "-j", "2", env=environment(**{
-        dc.ENV_START_METHOD: method, dc.ENV_HELPER_PIXELS: "1", dc.ENV_CRASH_ON: "emri_small_RLE.dcm"}))
+        ENV_START_METHOD: method, ENV_HELPER_PIXELS: "1", ENV_CRASH_ON: "emri_small_RLE.dcm"}))
     assert run.returncode == 1
     assert "FAILED     emri_small_RLE.dcm: the decoding process stopped (exit status -11)" in run.stderr
     assert "converted  emri_small.dcm" in run.stdout and "converted  CT_small.dcm" in run.stdout
@@ -124,7 +130,7 @@ def test_a_crashing_worker_fails_its_file_and_idle_workers_stop_quietly(tmp_path
     inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "rtplan.dcm")
     shutil.copy(testdata("emri_small.dcm"), inp / "poison.dcm")
     run = run_converter(inp, "-o", tmp_path / "out", "-j", "2",
-                        env=environment(**{dc.ENV_START_METHOD: method, dc.ENV_CRASH_ON: "poison.dcm"}))
+                        env=environment(**{ENV_START_METHOD: method, ENV_CRASH_ON: "poison.dcm"}))
     assert run.returncode == 1
     assert "FAILED     poison.dcm: the converter crashed on this file" in run.stderr
     assert run.stdout.splitlines()[-1].startswith("Done: 3 converted")
@@ -153,7 +159,7 @@ def test_a_worker_killed_while_its_helper_runs_does_not_hang_the_batch(tmp_path,
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "dicom_converter.py"), str(inp), "-o", str(tmp_path / "out"), "-j", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=environment(**{dc.ENV_START_METHOD: method, dc.ENV_HELPER_PIXELS: "1"}))
+        env=environment(**{ENV_START_METHOD: method, ENV_HELPER_PIXELS: "1"}))
     converter, helper = psutil.Process(process.pid), None
     deadline = time.time() + 120
     while helper is None and time.time() < deadline:
@@ -185,13 +191,13 @@ def test_a_worker_killed_while_its_helper_runs_does_not_hang_the_batch(tmp_path,
     ("bad\udcffbyte", "bad_byte"),  # a Latin-1 name on a Linux CD, read as UTF-8
 ])
 def test_output_stems_are_portable(name, stem):
-    assert dc.output_stem(name) == stem
+    assert output_stem(name) == stem
 
 
 def test_long_names_are_cut_between_characters():
     for name in ("x" * 300, "日本語の画像" * 30, "é" * 200 + "x", "x" + "😀" * 80):
-        stem = dc.output_stem(name)
-        assert len(stem.encode("utf-8")) <= dc.MAX_STEM_BYTES
+        stem = output_stem(name)
+        assert len(stem.encode("utf-8")) <= MAX_STEM_BYTES
         assert name.startswith(stem) and len(stem) > 50  # whole characters, as many as fit
 
 
@@ -201,8 +207,8 @@ def test_names_that_differ_only_by_case_or_normalisation_never_share_an_output(t
     names = ["IM1", "im1", unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")]
     for name in names:
         (inp / name).write_bytes(b"")
-    planned = dc.plan_outputs(sorted(inp.iterdir()), inp, tmp_path / "out")
-    keys = [dc.name_key(stem) for _, stem, _ in planned]
+    planned = plan_outputs(sorted(inp.iterdir()), inp, tmp_path / "out")
+    keys = [name_key(stem) for _, stem, _ in planned]
     assert len(set(keys)) == 4
     # in sorted order NFD (e + combining accent) comes before NFC (é): the later of each pair moves aside
     assert {stem.name for _, stem, _ in planned} == {"IM1", "im1_2", "cafe\u0301", "caf\u00e9_2"}
@@ -212,7 +218,7 @@ def test_unportable_folder_names_are_mirrored_portably(tmp_path):
     inp = tmp_path / "in"
     (inp / "AUX" / "a:b ").mkdir(parents=True)
     (inp / "AUX" / "a:b " / "IM1").write_bytes(b"")
-    [(_, stem, _)] = dc.plan_outputs([inp / "AUX" / "a:b " / "IM1"], inp, tmp_path / "out")
+    [(_, stem, _)] = plan_outputs([inp / "AUX" / "a:b " / "IM1"], inp, tmp_path / "out")
     assert stem == tmp_path / "out" / "AUX_" / "a_b" / "IM1"
 
 
@@ -269,9 +275,9 @@ def test_a_failed_rename_rolls_back_the_outputs_already_renamed(tmp_path):
 
 
 def test_an_output_path_windows_cannot_take_fails_that_file_clearly(tmp_path, monkeypatch):
-    monkeypatch.setattr(dc, "windows_path_limit", lambda: 80)  # in-process: the limit is read here
+    monkeypatch.setattr(writers, "windows_path_limit", lambda: 80)  # in-process: the limit is read here
     stem = tmp_path / ("x" * 80)
-    result = dc.convert_file(testdata("CT_small.dcm"), stem, dc.Options())
+    result = convert_file(testdata("CT_small.dcm"), stem, Options())
     assert result.status == "failed"
     assert "more than Windows allows (80): choose a shorter -o" in result.message
     assert not list(tmp_path.iterdir())
@@ -283,22 +289,24 @@ def test_text_outputs_are_written_with_newline_line_ends(tmp_path, monkeypatch):
     calls = []
     real = Path.write_text
     monkeypatch.setattr(Path, "write_text", lambda self, text, **kw: calls.append(kw) or real(self, text, **kw))
-    dc.write_text("a\nb\n", tmp_path / "t.txt")
+    write_text("a\nb\n", tmp_path / "t.txt")
     assert calls == [{"encoding": "utf-8", "newline": "\n"}]
     # and every text output goes through it: no other write_text or text-mode open in the program
-    source = (ROOT / "dicom_converter.py").read_text(encoding="utf-8")
+    files = [ROOT / "dicom_converter.py", *sorted((ROOT / "_dicom_converter").rglob("*.py"))]
+    assert len(files) > 30  # the whole package is scanned
+    source = "".join(path.read_text(encoding="utf-8") for path in files)
     assert source.count(".write_text(") == 1
     assert "encoding=\"utf-8\")" not in source.replace("path.write_text(text, encoding=\"utf-8\", newline", "")
 
 
 def test_jobs_default_is_capped_on_windows(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(128)), raising=False)
-    assert dc.default_jobs() == 128
+    assert default_jobs() == 128
     monkeypatch.setattr(sys, "platform", "win32")
-    assert dc.default_jobs() == 61
+    assert default_jobs() == 61
 
 
 def test_available_memory_comes_from_psutil():
     import psutil
 
-    assert abs(dc.available_memory() - psutil.virtual_memory().available) < 512 * 2**20
+    assert abs(available_memory() - psutil.virtual_memory().available) < 512 * 2**20

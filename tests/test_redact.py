@@ -13,7 +13,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import copy_inputs, dicom_converter as dc, run_cli, testdata
+from conftest import copy_inputs, run_cli, testdata
+from _dicom_converter.dump import text_of
+from _dicom_converter.pixels.display import rendered_frames
+from _dicom_converter.reading import is_multi, read_dataset
+from _dicom_converter.redaction import (
+    blank_mask,
+    burned_in_text_plan,
+    CONTENT_SEQUENCE,
+    deidentified,
+    EMPTIED_ACTIONS,
+    identifying_strings,
+    profile_action,
+    profile_table,
+    REMOVED_ACTIONS,
+    replace_uid,
+)
 
 DEID_ULTRASOUNDS = ["GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm", "ultrasound-multiframe.dcm"]
 DEID_CINES = ["GREYSCALE_CINE.zip", "RGB_CINE.zip"]  # each a zip of one US multi-frame file
@@ -75,9 +90,9 @@ def identifying_values(path: Path) -> dict[str, set[str]]:
                 continue
             if isinstance(element.value, (bytes, bytearray)):
                 continue
-            action = dc.profile_action(int(element.tag))
-            for value in (element.value if dc.is_multi(element.value) else [element.value]):
-                text = dc.text_of(value)
+            action = profile_action(int(element.tag))
+            for value in (element.value if is_multi(element.value) else [element.value]):
+                text = text_of(value)
                 if action is None and not element.tag.is_private:
                     kept.add(text)
                 elif action != "X/Z/U*":
@@ -101,7 +116,7 @@ def identifying_values(path: Path) -> dict[str, set[str]]:
 # =============================================================================
 
 def test_the_table_is_the_whole_of_table_e11_with_its_actions():
-    exact, masked = dc.profile_table()
+    exact, masked = profile_table()
     assert len(exact) >= 640 and len(masked) >= 3  # 655 rows of the 2026c edition
     rows = {
         0x00081070: "X/Z/D",  # Operators' Name
@@ -116,12 +131,12 @@ def test_the_table_is_the_whole_of_table_e11_with_its_actions():
         0x00081140: "X/Z/U*",  # Referenced Image Sequence
     }
     for tag, action in rows.items():
-        assert dc.profile_action(tag) == action, f"{tag:08X}"
-    assert dc.profile_action(0x60223000) == "X"  # Overlay Data, any group 60xx
-    assert dc.profile_action(0x600A4000) == "X"  # Overlay Comments
-    assert dc.profile_action(0x50041234) == "X"  # Curve Data: all of groups 50xx
+        assert profile_action(tag) == action, f"{tag:08X}"
+    assert profile_action(0x60223000) == "X"  # Overlay Data, any group 60xx
+    assert profile_action(0x600A4000) == "X"  # Overlay Comments
+    assert profile_action(0x50041234) == "X"  # Curve Data: all of groups 50xx
     for kept in (0x00080060, 0x00280010, 0x00281050, 0x00181063, 0x00080016):  # modality, rows, window…
-        assert dc.profile_action(kept) is None, f"{kept:08X}"
+        assert profile_action(kept) is None, f"{kept:08X}"
 
 
 def every_row_dataset():
@@ -158,7 +173,7 @@ def every_row_dataset():
         return value, token
 
     def fill(ds, depth: int) -> None:
-        exact, _ = dc.profile_table()
+        exact, _ = profile_table()
         for tag in sorted(exact):
             if tag >> 16 in (0x0000, 0x0002, 0xFFFA) or tag == 0xFFFCFFFC:  # command, meta, signatures
                 continue
@@ -209,23 +224,23 @@ def every_row_dataset():
 
 def test_every_row_gets_its_action_at_every_depth():
     ds, tokens = every_row_dataset()
-    out = dc.deidentified(ds, "salt")
-    exact, _ = dc.profile_table()
+    out = deidentified(ds, "salt")
+    exact, _ = profile_table()
 
     def check(original, shown, depth: int) -> None:
         for element in original:
             tag = int(element.tag)
-            action = dc.profile_action(tag)
-            if element.tag.is_private or action in dc.REMOVED_ACTIONS:
+            action = profile_action(tag)
+            if element.tag.is_private or action in REMOVED_ACTIONS:
                 assert tag not in shown, (depth, f"{tag:08X}", action)
-            elif tag == dc.CONTENT_SEQUENCE:
+            elif tag == CONTENT_SEQUENCE:
                 assert [i.get("PersonName") for i in shown[tag].value] == [None] * len(element.value)
                 assert [i.CodeMeaning for i in shown[tag].value] == ["kept meaning"] * len(element.value)
-            elif action in dc.EMPTIED_ACTIONS:
+            elif action in EMPTIED_ACTIONS:
                 assert tag in shown and shown[tag].value in (None, "", b"", [], ()), (f"{tag:08X}", action)
             elif action == "U":
                 assert shown[tag].value.startswith("2.25."), f"{tag:08X}"
-                assert shown[tag].value == dc.replace_uid(element.value, "salt")
+                assert shown[tag].value == replace_uid(element.value, "salt")
             elif element.VR == "SQ":
                 for before, after in zip(element.value, shown[tag].value):
                     check(before, after, depth + 1)
@@ -241,7 +256,7 @@ def test_every_row_gets_its_action_at_every_depth():
     assert "OperatorsName" not in out and 0x60023000 not in out and 0x50042500 not in out
     evaluator = ds.copy()
     evaluator.EvaluatorName = "TKEVALUATOR^NAME"  # a PN the 2026c table does not list
-    assert dc.profile_action(0x00142006) is None and not dc.deidentified(evaluator, "salt").EvaluatorName
+    assert profile_action(0x00142006) is None and not deidentified(evaluator, "salt").EvaluatorName
     assert len([t for t in tokens if exact.get(tokens[t])]) > 500  # most rows carry a searchable value
 
 
@@ -268,7 +283,7 @@ def test_a_structured_report_keeps_its_codes_and_numbers():
     import pydicom
 
     ds = pydicom.dcmread(testdata("test-SR.dcm"))
-    out = dc.deidentified(ds, "salt")
+    out = deidentified(ds, "salt")
 
     def items(sequence):
         for item in sequence:
@@ -288,7 +303,7 @@ def test_a_structured_report_keeps_its_codes_and_numbers():
         if was.get("ValueType") in ("PNAME", "DATE", "TIME", "DATETIME"):
             assert not now.get("PersonName") and not now.get("Date") and not now.get("DateTime")
         if was.get("ValueType") == "UIDREF":
-            assert now.UID == dc.replace_uid(was.UID, "salt") != was.UID
+            assert now.UID == replace_uid(was.UID, "salt") != was.UID
         if was.get("ValueType") == "CODE":
             assert now.ConceptCodeSequence[0].CodeMeaning == was.ConceptCodeSequence[0].CodeMeaning
         if was.get("ValueType") == "NUM" and "MeasuredValueSequence" in was:
@@ -303,7 +318,7 @@ def test_names_found_for_output_names_include_names_with_the_wrong_vr():
     ds.AccessionNumber = "A5551234"
     ds.PatientName = "ZZZDOWNTIME^MARY"
     ds.Modality = "US"
-    tokens = dc.identifying_strings(ds)
+    tokens = identifying_strings(ds)
     assert {"aaron", "lear", "a5551234", "zzzdowntime", "mary"} <= set(tokens)
     assert "us" not in tokens
 
@@ -325,24 +340,24 @@ def header(**attributes):
 
 def test_a_device_rule_from_deid_gives_its_rectangle():
     # deid.dicom: "LABEL Logiq US (LOGIQ9) # (CTP) ... ctpcoordinates 0,0,640,30" (x, y, width, height)
-    plan = dc.burned_in_text_plan(header(Modality="US", Manufacturer="GE", ManufacturerModelName="LOGIQ9",
+    plan = burned_in_text_plan(header(Modality="US", Manufacturer="GE", ManufacturerModelName="LOGIQ9",
                                          BurnedInAnnotation="YES"))
     assert plan.action == "blank" and plan.steps == ((True, (0, 0, 640, 30)),)
     assert "LOGIQ9" in plan.reason
 
 
 def test_burned_in_flags_decide_when_no_rule_locates_the_text():
-    assert dc.burned_in_text_plan(header(Modality="CT", BurnedInAnnotation="NO")).action == "show"
-    assert dc.burned_in_text_plan(header(Modality="CT")).action == "show"
-    withheld = dc.burned_in_text_plan(header(Modality="MR", BurnedInAnnotation="YES"))
+    assert burned_in_text_plan(header(Modality="CT", BurnedInAnnotation="NO")).action == "show"
+    assert burned_in_text_plan(header(Modality="CT")).action == "show"
+    withheld = burned_in_text_plan(header(Modality="MR", BurnedInAnnotation="YES"))
     assert withheld.action == "withhold" and "no rule" in withheld.reason
     for kind in (dict(Modality="US"), dict(Modality="ES"), dict(Modality="OT"),
                  dict(Modality="CT", SOPClassUID="1.2.840.10008.5.1.4.1.1.7")):
-        assert dc.burned_in_text_plan(header(**kind)).action == "withhold", kind
+        assert burned_in_text_plan(header(**kind)).action == "withhold", kind
     # deid's "Burned In Annotation" label joins its lines with ||: a CT screen save is flagged
-    saved = dc.burned_in_text_plan(header(Modality="CT", Manufacturer="ACME", SeriesDescription="SCREEN SAVE"))
+    saved = burned_in_text_plan(header(Modality="CT", Manufacturer="ACME", SeriesDescription="SCREEN SAVE"))
     assert saved.action == "withhold" and "Burned In Annotation" in saved.reason
-    missing = dc.burned_in_text_plan(header(Modality="CT", ImageType=None))
+    missing = burned_in_text_plan(header(Modality="CT", ImageType=None))
     assert missing.action == "withhold" and "Missing ImageType" in missing.reason
 
 
@@ -352,9 +367,9 @@ def test_ultrasound_regions_keep_only_the_regions():
     region = Dataset()
     region.RegionLocationMinX0, region.RegionLocationMinY0 = 14, 38
     region.RegionLocationMaxX1, region.RegionLocationMaxY1 = 1010, 758
-    plan = dc.burned_in_text_plan(header(Modality="US", Manufacturer="Nobody", SequenceOfUltrasoundRegions=[region]))
+    plan = burned_in_text_plan(header(Modality="US", Manufacturer="Nobody", SequenceOfUltrasoundRegions=[region]))
     assert plan.action == "blank"
-    mask = dc.blank_mask(plan, 768, 1024)
+    mask = blank_mask(plan, 768, 1024)
     assert mask[:38].all() and mask[759:].all() and mask[:, :14].all() and mask[:, 1011:].all()
     assert not mask[38:759, 14:1011].any()
 
@@ -417,7 +432,7 @@ def test_the_inputs_really_have_text_in_their_banners(deid_run):
     names = ["GREYSCALE_IMAGE.dcm", "RGB_IMAGE.dcm", "GREYSCALE_CINE.dcm", "RGB_CINE.dcm"]  # not
     for name in names:  # ultrasound-multiframe.dcm: deid-data ships it with its banner already black
         path = inputs / name
-        frames, _ = dc.rendered_frames(path, dc.read_dataset(path), 255, None)
+        frames, _ = rendered_frames(path, read_dataset(path), 255, None)
         frame = next(frames)
         assert frame[:banner_rows(path) - 4].max() > 128, name  # white text on black
 
@@ -486,9 +501,9 @@ def test_overlays_are_not_drawn_under_redact(tmp_path):
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
     source = tmp_path / "overlay.dcm"
     ds.save_as(source)
-    ds = dc.read_dataset(source)
-    with_overlays = next(dc.rendered_frames(source, ds, 65535, None)[0])
-    without = next(dc.rendered_frames(source, ds, 65535, None, draw_overlays=False)[0])
+    ds = read_dataset(source)
+    with_overlays = next(rendered_frames(source, ds, 65535, None)[0])
+    without = next(rendered_frames(source, ds, 65535, None, draw_overlays=False)[0])
     assert (with_overlays != without).any()
     run = run_cli(source, "-o", tmp_path / "out", "--redact")
     assert run.returncode == 0, run.stdout + run.stderr

@@ -21,8 +21,10 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from dicom_converter import SR_MAX_DEPTH, WITHHELD, CorruptFile, structured_report
 from conftest import run_cli
+from _dicom_converter.base import CorruptFile
+from _dicom_converter.kinds.reports.content import SR_MAX_DEPTH, WITHHELD
+from _dicom_converter.kinds.reports.writer import structured_report
 
 HERE = Path(__file__).parent
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"

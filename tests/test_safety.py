@@ -18,6 +18,9 @@ import pytest
 from PIL import Image, ImageSequence
 
 from conftest import ROOT, copy_inputs, run_cli, testdata
+from _dicom_converter.base import ENV_CRASH_ON, Options
+from _dicom_converter.inputs import plan_outputs
+from _dicom_converter.pool import convert_all
 
 posix_signals = pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM, process groups: POSIX only")
 
@@ -173,12 +176,12 @@ def test_a_worker_cleans_up_after_one_sigterm_even_when_a_second_comes(tmp_path)
     script = f"""
 import os, signal, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-import dicom_converter as dc
-dc._worker_init()
+from _dicom_converter.pool import Terminated, _worker_init
+_worker_init()
 try:
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(5)
-except dc.Terminated:
+except Terminated:
     os.kill(os.getpid(), signal.SIGTERM)  # arrives while cleaning up
     time.sleep(0.1)
     print("cleaned up")
@@ -291,13 +294,12 @@ def test_a_decoder_crash_fails_only_that_file(tmp_path, monkeypatch):
     The crash comes from the converter's ENV_CRASH_ON hook, read in the worker itself,
     so it happens under every start method; the cine has its GIF and MP4 staged by then.
     """
-    import dicom_converter as dc
 
-    monkeypatch.setenv(dc.ENV_CRASH_ON, "poison.dcm")
+    monkeypatch.setenv(ENV_CRASH_ON, "poison.dcm")
     inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "MR_small.dcm", "emri_small.dcm", "rtplan.dcm")
     shutil.copy(testdata("emri_small.dcm"), inp / "poison.dcm")
-    tasks = [(source, stem, dc.Options()) for source, stem, _ in dc.plan_outputs(sorted(inp.iterdir()), inp, tmp_path / "out")]
-    results = list(dc.convert_all(tasks, jobs=2))
+    tasks = [(source, stem, Options()) for source, stem, _ in plan_outputs(sorted(inp.iterdir()), inp, tmp_path / "out")]
+    results = list(convert_all(tasks, jobs=2))
     assert [r.source.name for r in results] == sorted(p.name for p in inp.iterdir())
     status = {r.source.name: r.status for r in results}
     assert status == {"CT_small.dcm": "converted", "MR_small.dcm": "converted", "emri_small.dcm": "converted",

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import dicom_converter as dc, index_cards, run_cli, testdata
+from conftest import index_cards, run_cli, testdata
+from _dicom_converter.kinds.segmentations import cielab_to_srgb, segmentation_slices
+from _dicom_converter.reading import read_dataset
 
 
 @pytest.mark.parametrize("lab, rgb", [
@@ -15,7 +17,7 @@ from conftest import dicom_converter as dc, index_cards, run_cli, testdata
     ((32768, 32896, 32896), (119, 119, 119)),  # L* 50 neutral: Y 0.184, sRGB 0.466
 ])
 def test_cielab_neutrals_map_to_greys(lab, rgb):
-    assert all(abs(a - b) <= 1 for a, b in zip(dc.cielab_to_srgb(lab), rgb))
+    assert all(abs(a - b) <= 1 for a, b in zip(cielab_to_srgb(lab), rgb))
 
 
 def liver_masks():
@@ -27,13 +29,13 @@ def liver_masks():
 
 def test_a_binary_segmentation_is_its_colour_on_black_in_slice_order(tmp_path):
     ds, masks = liver_masks()
-    colour = np.array(dc.cielab_to_srgb(ds.SegmentSequence[0].RecommendedDisplayCIELabValue), dtype=np.uint8)
+    colour = np.array(cielab_to_srgb(ds.SegmentSequence[0].RecommendedDisplayCIELabValue), dtype=np.uint8)
     assert tuple(colour) == (217, 130, 101)  # CIELab 41661, 41167, 40792
     run = run_cli(testdata("liver.dcm"), "-o", tmp_path, "--frames")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "binary segmentation on black: 1 Liver (sRGB 217,130,101)" in run.stdout
     assert "slices, not time" in run.stdout
-    order = [n for n, _ in sum(dc.segmentation_slices(dc.read_dataset(testdata("liver.dcm"))), [])]
+    order = [n for n, _ in sum(segmentation_slices(read_dataset(testdata("liver.dcm"))), [])]
     assert sorted(order) == [0, 1, 2] and masks.max() == 1
     for shown, frame in enumerate(order, 1):
         png = np.asarray(Image.open(tmp_path / "liver_frames" / f"{shown:04d}.png"))
@@ -60,7 +62,7 @@ def test_a_fractional_segmentation_by_opacity(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     colour = np.array((217, 130, 101), dtype=np.float32)
     png = np.asarray(Image.open(tmp_path / "out" / "fractional_frames" / "0002.png"))
-    frame = [n for n, _ in sum(dc.segmentation_slices(dc.read_dataset(tmp_path / "fractional.dcm")), [])][1]
+    frame = [n for n, _ in sum(segmentation_slices(read_dataset(tmp_path / "fractional.dcm")), [])][1]
     assert np.array_equal(png, np.rint(masks[frame][..., None] * colour * 128 / 255).astype(np.uint8))
 
 
@@ -79,7 +81,7 @@ def test_two_segments_on_one_slice_are_drawn_together(tmp_path):
     frames[2].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 2
     frames[2].PlanePositionSequence = copy.deepcopy(frames[1].PlanePositionSequence)
     ds.save_as(tmp_path / "two.dcm")
-    slices = dc.segmentation_slices(dc.read_dataset(tmp_path / "two.dcm"))
+    slices = segmentation_slices(read_dataset(tmp_path / "two.dcm"))
     assert len(slices) == 2 and sorted(len(s) for s in slices) == [1, 2]
     run = run_cli(tmp_path / "two.dcm", "-o", tmp_path / "out", "--frames")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -127,7 +129,7 @@ def test_a_segmentation_is_drawn_over_the_images_it_segments_in_the_same_run(tmp
     assert run.returncode == 0, run.stdout + run.stderr
     line = next(line for line in run.stdout.splitlines() if line.startswith("overlaid   liver.dcm"))
     assert "over the images it segments (3 of 3 slices)" in line, run.stdout
-    slices = dc.segmentation_slices(dc.read_dataset(tmp_path / "in" / "liver.dcm"))
+    slices = segmentation_slices(read_dataset(tmp_path / "in" / "liver.dcm"))
     colour = np.array((217, 130, 101), dtype=np.float32)
     for shown, group in enumerate(slices, 1):
         ((frame, _),) = group

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_cli, testdata
+from _dicom_converter.inputs import find_files
+from _dicom_converter.manifest import in_shard, REDACT_SECRET, shard_secret
+from _dicom_converter.reading import read_dataset
 
 FOLDERS = {  # a small archive: several folders, names that collide, a non-DICOM file
     "A": ["CT_small.dcm", "MR_small.dcm"], "B/1": ["emri_small.dcm"], "B/2": ["rtplan.dcm", "test-SR.dcm"],
@@ -57,11 +60,10 @@ def test_shards_together_write_what_one_run_writes(tmp_path):
 
 
 def test_shares_are_by_folder_and_do_not_overlap(tmp_path):
-    import dicom_converter as dc
 
     inp = archive(tmp_path / "in")
-    files = dc.find_files(inp)
-    shares = [[p for p in files if dc.in_shard(p, inp, (k, 4))] for k in (1, 2, 3, 4)]
+    files = find_files(inp)
+    shares = [[p for p in files if in_shard(p, inp, (k, 4))] for k in (1, 2, 3, 4)]
     assert sorted(p for share in shares for p in share) == sorted(files)
     for share in shares:
         others = [p for other in shares if other is not share for p in other]
@@ -109,11 +111,10 @@ def test_redacted_shards_replace_uids_alike_and_the_merge_deletes_their_secret(t
     """Each --redact run draws a secret for its UID stand-ins; shards share one through the
     output folder (the first to start writes it), so one study's stand-in is the same in
     every shard, and the merge deletes it, so it does not leave with the outputs."""
-    import dicom_converter as dc
 
     inp = tmp_path / "in"
-    folders = [name for name in ("F1", "F2", "F3", "F4", "F5", "F6") if dc.in_shard(inp / name / "x", inp, (1, 2))][:1]
-    folders += [name for name in ("G1", "G2", "G3", "G4", "G5", "G6") if dc.in_shard(inp / name / "x", inp, (2, 2))][:1]
+    folders = [name for name in ("F1", "F2", "F3", "F4", "F5", "F6") if in_shard(inp / name / "x", inp, (1, 2))][:1]
+    folders += [name for name in ("G1", "G2", "G3", "G4", "G5", "G6") if in_shard(inp / name / "x", inp, (2, 2))][:1]
     for folder in folders:  # the same study in two folders, one per shard
         (inp / folder).mkdir(parents=True)
         shutil.copy(testdata("CT_small.dcm"), inp / folder / "CT_small.dcm")
@@ -126,16 +127,15 @@ def test_redacted_shards_replace_uids_alike_and_the_merge_deletes_their_secret(t
     with open(out / "manifest.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and all(row["status"] == "converted" for row in rows)
-    original = dc.read_dataset(testdata("CT_small.dcm")).StudyInstanceUID
+    original = read_dataset(testdata("CT_small.dcm")).StudyInstanceUID
     assert rows[0]["study_uid"] == rows[1]["study_uid"] != original
-    assert not (out / ".shards" / dc.REDACT_SECRET).exists()
+    assert not (out / ".shards" / REDACT_SECRET).exists()
     again = run_cli(inp, "-o", out, "--redact", "--shard", "1/2")  # a new secret would not match the others
     assert again.returncode == 1 and "were merged and their --redact secret deleted" in again.stderr
 
 
 def test_shards_starting_together_read_one_secret(tmp_path):
-    import dicom_converter as dc
 
-    first, second = dc.shard_secret(tmp_path, (1, 3)), dc.shard_secret(tmp_path, (3, 3))
+    first, second = shard_secret(tmp_path, (1, 3)), shard_secret(tmp_path, (3, 3))
     assert first == second and len(first) == 32
-    assert (tmp_path / ".shards" / dc.REDACT_SECRET).read_text().strip() == first
+    assert (tmp_path / ".shards" / REDACT_SECRET).read_text().strip() == first

@@ -13,7 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import dicom_converter as dc, run_cli
+from conftest import run_cli
+from _dicom_converter.classify import multiframe_kind
+from _dicom_converter.kinds.slides import slide_layout, SlideLayout, stitched_slide
+from _dicom_converter.reading import read_dataset
+from _dicom_converter.redaction import burned_in_text_plan
 
 WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
@@ -96,12 +100,12 @@ def test_tiled_sparse_shuffled_with_missing_tiles_blank(tmp_path):
 
 def test_a_big_level_is_area_averaged_by_a_power_of_two():
     image = picture(300, 520)
-    layout = dc.SlideLayout(300, 520, tuple((top, left) for top in range(0, 300, 64) for left in range(0, 520, 64)),
+    layout = SlideLayout(300, 520, tuple((top, left) for top in range(0, 300, 64) for left in range(0, 520, 64)),
                             "TILED_FULL")
     assert layout.factor(max_side=200) == 4
     tiles = [np.pad(image[t:t + 64, l:l + 64], ((0, 64 - image[t:t + 64].shape[0]), (0, 64 - image[:, l:l + 64].shape[1]), (0, 0)))
              for t, l in layout.tiles]
-    small = dc.stitched_slide(tiles, layout, 4)
+    small = stitched_slide(tiles, layout, 4)
     blocks = image.reshape(75, 4, 130, 4, 3).astype(float).mean(axis=(1, 3))
     assert small.shape == (75, 130, 3) and np.array_equal(small, np.rint(blocks).astype(np.uint8))
 
@@ -113,7 +117,7 @@ def test_tiles_outside_the_matrix_are_left_out(tmp_path):
     ds = pydicom.dcmread(path)
     ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSlideSequence[0].RowPositionInTotalImagePixelMatrix = 5000
     ds.save_as(path)
-    layout = dc.slide_layout(dc.read_dataset(path))
+    layout = slide_layout(read_dataset(path))
     assert layout.tiles[0] is None and sum(t is not None for t in layout.tiles) == 11
     _, log = convert(tmp_path, path)
     assert "from 11 of 12 tiles (TILED_SPARSE)" in log
@@ -124,7 +128,7 @@ def test_a_slide_is_a_slide():
 
     ds = Dataset()
     ds.SOPClassUID, ds.NumberOfFrames = WSI, 4
-    assert dc.multiframe_kind(ds) == "slide"
+    assert multiframe_kind(ds) == "slide"
 
 
 def test_redact_withholds_a_slide_label_even_marked_clean(tmp_path):
@@ -132,7 +136,7 @@ def test_redact_withholds_a_slide_label_even_marked_clean(tmp_path):
 
     label = Dataset()
     label.SOPClassUID, label.ImageType, label.BurnedInAnnotation = WSI, ["ORIGINAL", "PRIMARY", "LABEL", "NONE"], "NO"
-    plan = dc.burned_in_text_plan(label)
+    plan = burned_in_text_plan(label)
     assert plan.action == "withhold" and "label" in plan.reason
     tissue = write_slide(tmp_path / "level.dcm", picture(300, 300))
-    assert dc.burned_in_text_plan(dc.read_dataset(tissue)).action == "show"  # Burned In Annotation NO
+    assert burned_in_text_plan(read_dataset(tissue)).action == "show"  # Burned In Annotation NO

@@ -10,9 +10,11 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-import dicom_converter
 from conftest import testdata
-from dicom_converter import DEFAULT_FPS, _rate_of, frame_timing, gif_durations
+from _dicom_converter.base import DEFAULT_FPS
+from _dicom_converter.cli import main
+from _dicom_converter.gif import gif_durations
+from _dicom_converter.timing import frame_timing, _rate_of
 
 FRAME_TIME = 0x00181063          # (0018,1063) Frame Time
 FRAME_TIME_VECTOR = 0x00181065   # (0018,1065) Frame Time Vector
@@ -185,7 +187,7 @@ def test_real_cine_rate_reaches_text_and_mp4(tmp_path, capsys):
     frames = int(ds.NumberOfFrames)
     expected = Fraction(30)
 
-    assert dicom_converter.main([str(source), "-o", str(tmp_path), "--no-gif"]) == 0
+    assert main([str(source), "-o", str(tmp_path), "--no-gif"]) == 0
 
     text = (tmp_path / "examples_ybr_color.txt").read_text(encoding="utf-8")
     line = re.search(r"^  FrameRate +(.*)$", text, re.MULTILINE)
@@ -201,7 +203,7 @@ def test_real_cine_rate_reaches_text_and_mp4(tmp_path, capsys):
 
 def test_fps_option_reaches_the_mp4(tmp_path, capsys):
     source = testdata("examples_ybr_color.dcm")
-    assert dicom_converter.main([str(source), "-o", str(tmp_path), "--no-gif", "--fps", "12.5"]) == 0
+    assert main([str(source), "-o", str(tmp_path), "--no-gif", "--fps", "12.5"]) == 0
     with av.open(str(tmp_path / "examples_ybr_color.mp4")) as container:
         assert container.streams.video[0].average_rate == Fraction(25, 2)
     text = (tmp_path / "examples_ybr_color.txt").read_text(encoding="utf-8")

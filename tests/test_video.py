@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import index_cards, run_cli
+from _dicom_converter.inputs import plan_outputs
+from _dicom_converter.kinds.video import GIF_MAX_VIDEO_FRAMES
 
 H264 = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264 High Profile / Level 4.1
 H264_FRAGMENTABLE = "1.2.840.10008.1.2.4.102.1"
@@ -325,9 +327,8 @@ def test_the_line_warns_when_the_file_and_the_stream_disagree_on_the_rate(tmp_pa
 
 
 def test_a_long_video_gets_no_gif_but_a_poster(tmp_path):
-    import dicom_converter
 
-    frames = dicom_converter.GIF_MAX_VIDEO_FRAMES + 1
+    frames = GIF_MAX_VIDEO_FRAMES + 1
     source = video_dicom(tmp_path / "long.dcm", video_stream("libx264", "h264", frames=frames), H264,
                          NumberOfFrames=frames)
     run = run_cli(source, "-o", tmp_path / "out")
@@ -337,19 +338,18 @@ def test_a_long_video_gets_no_gif_but_a_poster(tmp_path):
 
 
 def test_an_input_named_like_a_transcode_does_not_take_its_name(tmp_path):
-    import dicom_converter
 
     inputs = [tmp_path / "a.dcm", tmp_path / "a.h264"]
-    planned = dicom_converter.plan_outputs(inputs, tmp_path, tmp_path / "out")
+    planned = plan_outputs(inputs, tmp_path, tmp_path / "out")
     stems = {path.name: stem.name for path, stem, _ in planned}
     assert stems == {"a.dcm": "a", "a.h264": "a.h264_2"}
     # the other way round (an upper-case name sorts first), and a median page: the same
-    planned = dicom_converter.plan_outputs([tmp_path / "A.h264", tmp_path / "a.dcm", tmp_path / "B_median",
+    planned = plan_outputs([tmp_path / "A.h264", tmp_path / "a.dcm", tmp_path / "B_median",
                                             tmp_path / "b"], tmp_path, tmp_path / "out")
     stems = {path.name: stem.name for path, stem, _ in planned}
     assert stems == {"A.h264": "A.h264", "a.dcm": "a_2", "B_median": "B_median", "b": "b_2"}
     # and nothing takes the run's own index.html or manifest.csv
-    planned = dicom_converter.plan_outputs([tmp_path / "index.dcm", tmp_path / "manifest"], tmp_path, tmp_path / "out")
+    planned = plan_outputs([tmp_path / "index.dcm", tmp_path / "manifest"], tmp_path, tmp_path / "out")
     assert [stem.name for _, stem, _ in planned] == ["index_2", "manifest_2"]
 
 

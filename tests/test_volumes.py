@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import dicom_converter as dc, run_cli, testdata
+from conftest import run_cli, testdata
+from _dicom_converter.classify import multiframe_kind, object_kind
+from _dicom_converter.geometry import frame_positions, volume_order
+from _dicom_converter.kinds.dose import dose_colour_lut, DOSE_SCALE_WIDTH, DOSE_WASH_FROM, DOSE_WASH_OPACITY
+from _dicom_converter.pixels.display import rendered_frames
+from _dicom_converter.reading import read_dataset
+from _dicom_converter.writers import contact_sheet_writer
 
 
 def rendered(path, order=None, out_max=255) -> list[np.ndarray]:
-    frames, _ = dc.rendered_frames(path, dc.read_dataset(path), out_max, None, True, order)
+    frames, _ = rendered_frames(path, read_dataset(path), out_max, None, True, order)
     return list(frames)
 
 
@@ -25,8 +31,8 @@ def rendered(path, order=None, out_max=255) -> list[np.ndarray]:
     ("liver_1frame.dcm", "segmentation"),
 ])
 def test_the_kind_of_each_multiframe_file(name, kind):
-    ds = dc.read_dataset(testdata(name))
-    assert dc.object_kind(ds) == kind
+    ds = read_dataset(testdata(name))
+    assert object_kind(ds) == kind
 
 
 def test_an_enhanced_ct_scrolls_in_anatomical_order(tmp_path):
@@ -37,7 +43,7 @@ def test_an_enhanced_ct_scrolls_in_anatomical_order(tmp_path):
     source = testdata("eCT_Supplemental.dcm")
     ds = pydicom.dcmread(source, stop_before_pixels=True)
     assert [f.FrameContentSequence[0].DimensionIndexValues for f in ds.PerFrameFunctionalGroupsSequence] == [[1, 2], [1, 1]]
-    assert dc.volume_order(dc.read_dataset(source)) == ([1, 0], "by position along the slice normal")
+    assert volume_order(read_dataset(source)) == ([1, 0], "by position along the slice normal")
     run = run_cli(source, "-o", tmp_path, "--frames")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "10 fps (slices, not time)" in run.stdout
@@ -75,16 +81,16 @@ def test_dose_planes_in_grid_offset_order_coloured_in_dose_units(tmp_path):
     import pydicom
 
     source = reversed_dose(tmp_path / "dose.dcm")
-    order, how = dc.volume_order(dc.read_dataset(source))
+    order, how = volume_order(read_dataset(source))
     assert order == list(range(14, -1, -1)) and how == "by Grid Frame Offset Vector"
     run = run_cli(source, "-o", tmp_path / "out")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "dose 0 to 1.254 rel. (Dose Grid Scaling 1e-06)" in run.stdout  # RELATIVE units, 1.254e6 x 1e-6
     stored = pydicom.dcmread(source).pixel_array
-    lut = dc.dose_colour_lut()
+    lut = dose_colour_lut()
     assert tuple(lut[0]) == (0, 0, 0) and tuple(lut[255]) == (255, 255, 255)
     sheet = np.asarray(Image.open(tmp_path / "out" / "dose.png"))
-    cell_height, cell_width = 260, 260 + dc.DOSE_SCALE_WIDTH  # 10 x 10 voxels enlarged 26 times, and the scale
+    cell_height, cell_width = 260, 260 + DOSE_SCALE_WIDTH  # 10 x 10 voxels enlarged 26 times, and the scale
     assert sheet.shape == (4 * cell_height, 4 * cell_width, 3)
     for n, frame in enumerate(order):
         expected = lut[np.rint(stored[frame] / stored.max() * 255).astype(np.uint8)]
@@ -102,7 +108,7 @@ def test_a_big_volume_gives_a_sheet_at_most_2048_wide():
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "sheet.png"
-        with dc.contact_sheet_writer(path, len(frames)) as write:
+        with contact_sheet_writer(path, len(frames)) as write:
             for frame in frames:
                 write(frame)
         sheet = np.asarray(Image.open(path))
@@ -120,12 +126,12 @@ def test_positions_that_lie_fall_back_in_order_and_say_so():
     ds = pydicom.dcmread(testdata("eCT_Supplemental.dcm"))
     broken = copy.deepcopy(ds)
     broken.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].add_new(0x00200032, "LO", ["x", "y", "z"])
-    assert dc.frame_positions(broken)[0] is None
-    assert dc.multiframe_kind(broken) == "cine"  # one position left: nothing says "slices"
-    assert dc.volume_order(broken) == ([1, 0], "by Dimension Index Values")
+    assert frame_positions(broken)[0] is None
+    assert multiframe_kind(broken) == "cine"  # one position left: nothing says "slices"
+    assert volume_order(broken) == ([1, 0], "by Dimension Index Values")
     short = copy.deepcopy(ds)
     del short.PerFrameFunctionalGroupsSequence[1]
-    assert dc.volume_order(short) == ([0, 1], "as stored (the file gives no slice positions)")
+    assert volume_order(short) == ([0, 1], "as stored (the file gives no slice positions)")
 
 
 def test_two_time_points_scroll_one_after_the_other_and_say_so():
@@ -135,7 +141,7 @@ def test_two_time_points_scroll_one_after_the_other_and_say_so():
     ds = pydicom.dcmread(testdata("eCT_Supplemental.dcm"))
     for item, time in zip(ds.PerFrameFunctionalGroupsSequence, (2, 1)):
         item.FrameContentSequence[0].TemporalPositionIndex = time
-    order, how = dc.volume_order(ds)
+    order, how = volume_order(ds)
     assert order == [1, 0]
     assert how == ("by position along the slice normal; 2 stacks or time points, one after another: "
                    "stack 1 time 1 slices 1-1, stack 1 time 2 slices 2-2")
@@ -173,15 +179,15 @@ def test_a_dose_is_drawn_over_its_ct_in_the_same_run(tmp_path):
     line = next(line for line in run.stdout.splitlines() if line.startswith("overlaid   dose.dcm"))
     assert "over 3 images of its frame of reference" in line, run.stdout
     dose = pydicom.dcmread(testdata("rtdose.dcm")).pixel_array.astype(float)
-    lut = dc.dose_colour_lut().astype(float)
+    lut = dose_colour_lut().astype(float)
     ct = np.asarray(Image.open(tmp_path / "out" / "ct00.png")).astype(float)
     assert ct.shape == (20, 20) and (ct == 128).all()
     for shown, plane in enumerate((0, 7, 14), 1):
         fraction = np.repeat(np.repeat(dose[plane] / dose.max(), 2, axis=0), 2, axis=1)
-        opacity = np.where(fraction >= dc.DOSE_WASH_FROM, dc.DOSE_WASH_OPACITY, 0)[..., None]
+        opacity = np.where(fraction >= DOSE_WASH_FROM, DOSE_WASH_OPACITY, 0)[..., None]
         expected = np.rint(ct[..., None] * (1 - opacity) + lut[np.rint(fraction * 255).astype(int)] * opacity)
         png = np.asarray(Image.open(tmp_path / "out" / "dose_frames" / f"{shown:04d}.png"))
-        assert png.shape == (20, 20 + dc.DOSE_SCALE_WIDTH, 3)
+        assert png.shape == (20, 20 + DOSE_SCALE_WIDTH, 3)
         assert np.array_equal(png[:, :20], expected.astype(np.uint8)), plane
     text = (tmp_path / "out" / "dose.txt").read_text(encoding="utf-8")
     assert "Slices                 3, the images' positions in z" in text

@@ -12,11 +12,41 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-import dicom_converter as w
 from conftest import index_cards, run_cli
+from _dicom_converter.base import CorruptFile, Options
+from _dicom_converter.kinds.waveforms import (
+    channel_label,
+    ecg_baseline,
+    ECG_MARGIN_MM,
+    ecg_page,
+    ECG_ROW_MM,
+    ecg_x0,
+    g711_to_linear,
+    GAIN,
+    GRID_MAJOR,
+    GRID_MINOR,
+    is_audio,
+    is_ecg,
+    main_and_median,
+    nice_ticks,
+    PAPER_SPEED,
+    pcm16,
+    PX_PER_MM,
+    STANDARD_LEADS,
+    STRIP_HEIGHT,
+    STRIP_LEFT,
+    STRIP_WIDTH,
+    strips_page,
+    value_range,
+    waveform_groups,
+    waveform_header,
+    write_audio,
+    write_waveform_csv,
+)
+from _dicom_converter.redaction import as_shown
 
-PX = w.PX_PER_MM
-MINOR, MAJOR = np.array(w.GRID_MINOR), np.array(w.GRID_MAJOR)
+PX = PX_PER_MM
+MINOR, MAJOR = np.array(GRID_MINOR), np.array(GRID_MAJOR)
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +56,13 @@ def ecg():
 
 @pytest.fixture(scope="module")
 def groups(ecg):
-    return w.waveform_groups(ecg)
+    return waveform_groups(ecg)
 
 
 @pytest.fixture(scope="module")
 def page(ecg, groups):
-    main, _ = w.main_and_median(groups)
-    return w.ecg_page(main, w.waveform_header(ecg, main))
+    main, _ = main_and_median(groups)
+    return ecg_page(main, waveform_header(ecg, main))
 
 
 # -----------------------------------------------------------------------------
@@ -100,7 +130,7 @@ def hemodynamic_file(tmp_path):
 
 def mulaw_encode(linear: np.ndarray) -> np.ndarray:
     """The mu-law code whose G.711 expansion is nearest each 16-bit value (the test's own encoder)."""
-    table = w.g711_to_linear(np.arange(256, dtype=np.uint8), "MB").astype(np.int64)
+    table = g711_to_linear(np.arange(256, dtype=np.uint8), "MB").astype(np.int64)
     order = np.argsort(table, kind="stable")
     position = np.clip(np.searchsorted(table[order], linear), 1, 255)
     lower, upper = order[position - 1], order[position]
@@ -129,7 +159,7 @@ def small_group_file(tmp_path, **claims):
 # -----------------------------------------------------------------------------
 
 def test_lead_labels_from_scpecg_codes(groups):
-    assert [g.labels for g in groups] == [list(w.STANDARD_LEADS)] * 2
+    assert [g.labels for g in groups] == [list(STANDARD_LEADS)] * 2
 
 
 def test_values_equal_pydicoms_waveform_array(ecg, groups):
@@ -143,30 +173,30 @@ def test_values_equal_pydicoms_waveform_array(ecg, groups):
 
 
 def test_main_and_median(groups):
-    main, median = w.main_and_median(groups)
+    main, median = main_and_median(groups)
     assert (main.index, main.label, median.index, median.label) == (0, "RHYTHM", 1, "MEDIAN BEAT")
 
 
 def test_labels_from_mdc_codes_and_channel_label():
-    assert w.channel_label(channel(source=("2:61", "MDC", "Lead III")), 0) == "III"
-    assert w.channel_label(channel(source=("2:62", "MDC", "aVR, augmented voltage, right")), 0) == "aVR"
-    assert w.channel_label(channel(source=("2:10", "MDC", "Lead V2R")), 0) == "V2R"  # no table entry: the meaning
-    assert w.channel_label(channel("Pleth", source=("2:1", "MDC", "Lead I")), 0) == "Pleth"
-    assert w.channel_label(channel(), 2) == "channel 3"
+    assert channel_label(channel(source=("2:61", "MDC", "Lead III")), 0) == "III"
+    assert channel_label(channel(source=("2:62", "MDC", "aVR, augmented voltage, right")), 0) == "aVR"
+    assert channel_label(channel(source=("2:10", "MDC", "Lead V2R")), 0) == "V2R"  # no table entry: the meaning
+    assert channel_label(channel("Pleth", source=("2:1", "MDC", "Lead I")), 0) == "Pleth"
+    assert channel_label(channel(), 2) == "channel 3"
 
 
 def test_hemodynamic_in_mmhg_with_baseline(tmp_path):
     ds, stored = hemodynamic_file(tmp_path)
-    (group,) = w.waveform_groups(ds)
+    (group,) = waveform_groups(ds)
     assert group.labels == ["ART", "PA"] and group.units == ["mmHg", "mmHg"]
     assert np.array_equal(group.values, stored * 0.1 * 1.0 + np.array([0.0, 5.0]))
     assert np.array_equal(group.values, ds.waveform_array(0))  # pydicom applies the baseline as well
-    assert not w.is_ecg(ds, group) and not w.is_audio(ds)
+    assert not is_ecg(ds, group) and not is_audio(ds)
 
 
 def test_mulaw_values_are_linear(tmp_path):
     ds, tone, codes = mulaw_audio_file(tmp_path)
-    (group,) = w.waveform_groups(ds)
+    (group,) = waveform_groups(ds)
     # mu-law keeps ~3% relative precision: far from the codes (0-255) pydicom would scale
     assert np.max(np.abs(group.values[:, 0] - tone)) <= 0.04 * 20000
     assert not np.allclose(ds.waveform_array(0), group.values)
@@ -177,7 +207,7 @@ def test_g711_tables_match_audioop():
     codes = np.arange(256, dtype=np.uint8)
     for law, expand in (("MB", audioop.ulaw2lin), ("AB", audioop.alaw2lin)):
         expected = np.frombuffer(expand(codes.tobytes(), 2), "<i2")
-        assert np.array_equal(w.g711_to_linear(codes, law), expected)
+        assert np.array_equal(g711_to_linear(codes, law), expected)
 
 
 @pytest.mark.parametrize("claims, reason", [
@@ -190,23 +220,23 @@ def test_g711_tables_match_audioop():
 ])
 def test_lies_are_corrupt(tmp_path, claims, reason):
     ds = small_group_file(tmp_path, **claims)
-    with pytest.raises(w.CorruptFile, match=reason):
-        w.waveform_groups(ds)
+    with pytest.raises(CorruptFile, match=reason):
+        waveform_groups(ds)
 
 
 def test_short_data_is_corrupt(tmp_path):
     stored = np.zeros((100, 2), np.int16)
     ds = waveform_file(tmp_path / "short.dcm", "1.2.840.10008.5.1.4.1.1.9.1.2", stored, 500, "SS",
                        [channel("I"), channel("II")], data=bytes(300))
-    with pytest.raises(w.CorruptFile, match="300 bytes of Waveform Data, fewer than"):
-        w.waveform_groups(ds)
-    with pytest.raises(w.CorruptFile, match="fewer than"):
-        w.write_audio(ds, tmp_path / "short.wav")
+    with pytest.raises(CorruptFile, match="300 bytes of Waveform Data, fewer than"):
+        waveform_groups(ds)
+    with pytest.raises(CorruptFile, match="fewer than"):
+        write_audio(ds, tmp_path / "short.wav")
 
 
 def test_no_waveform_sequence_is_corrupt():
-    with pytest.raises(w.CorruptFile, match="no Waveform Sequence"):
-        w.waveform_groups(Dataset())
+    with pytest.raises(CorruptFile, match="no Waveform Sequence"):
+        waveform_groups(Dataset())
 
 
 # -----------------------------------------------------------------------------
@@ -214,13 +244,13 @@ def test_no_waveform_sequence_is_corrupt():
 # -----------------------------------------------------------------------------
 
 def test_header_has_time_rate_filters_and_annotations(ecg, groups):
-    header = w.waveform_header(ecg, groups[0])
+    header = waveform_header(ecg, groups[0])
     for text in ("12-lead ECG", "2013-01-25 10:59:19", "1000 Hz", "filters 0.05-300 Hz, no notch",
                  "RITMO SINUSALE", "ECG NORMALE", "QT Interval 368 ms", "QRS Axis 52°"):
         assert text in header
     assert "Fiducial" not in header and "P Onset" not in header  # markers of positions, not text
     # the annotations name group 1 only; the median beat's leads I lacks filter values
-    median = w.waveform_header(ecg, groups[1])
+    median = waveform_header(ecg, groups[1])
     assert "QT Interval" not in median and "(II, III," in median
 
 
@@ -234,7 +264,7 @@ def is_dark(pixels):
 
 def grid_top_of(page):
     """The first pixel row of the grid: where the grid's left edge (a 5 mm line) turns pink."""
-    left = w.ECG_MARGIN_MM * PX
+    left = ECG_MARGIN_MM * PX
     return int(np.flatnonzero(np.all(page[:, left + 6] == MINOR, axis=-1) | np.all(page[:, left + 6] == MAJOR, axis=-1))[0])
 
 
@@ -245,12 +275,12 @@ def assert_trace_follows(page, values_mv, rate, baseline, x_start, t_start, t_en
     samples of 2.5 px either side)."""
     band = slice(baseline - 10 * PX, baseline + 15 * PX)  # below the lead's name, above the next row
     dark = is_dark(page[band])
-    px_per_s = w.PAPER_SPEED * PX
+    px_per_s = PAPER_SPEED * PX
     checked = 0
     for x in range(round(x_start + skip * px_per_s), round(x_start + (t_end - t_start) * px_per_s) - 2):
         first = max(0, int(np.floor((x - 2.5 - x_start) / px_per_s * rate + t_start * rate)))
         last = int(np.ceil((x + 2.5 - x_start) / px_per_s * rate + t_start * rate)) + 1
-        ys = baseline - values_mv[first:last] * w.GAIN * PX - band.start
+        ys = baseline - values_mv[first:last] * GAIN * PX - band.start
         rows = np.flatnonzero(dark[:, x])
         if ys.min() < 2:  # a wave reaching above the band: its ink may all be above it here
             assert not rows.size or rows.max() <= ys.max() + 2
@@ -263,16 +293,16 @@ def assert_trace_follows(page, values_mv, rate, baseline, x_start, t_start, t_en
 
 def test_rhythm_strip_lead_ii_at_25_mm_s_and_10_mm_mv(page, groups):
     lead_ii = groups[0].values[:, 1] / 1000  # µV to mV
-    baseline = w.ecg_baseline(grid_top_of(page), 3)
-    assert_trace_follows(page, lead_ii, 1000, baseline, w.ecg_x0(), 0.0, 10.0)
+    baseline = ecg_baseline(grid_top_of(page), 3)
+    assert_trace_follows(page, lead_ii, 1000, baseline, ecg_x0(), 0.0, 10.0)
 
 
 def test_r_peak_where_25_mm_s_puts_it(page, groups):
     lead_ii = groups[0].values[:, 1] / 1000
     peak = 1000 + int(np.argmax(lead_ii[1000:2000]))  # the R wave in the rhythm strip's 2nd second
-    baseline = w.ecg_baseline(grid_top_of(page), 3)
-    top = baseline - round(lead_ii[peak] * w.GAIN * PX)
-    x = w.ecg_x0() + peak / 1000 * w.PAPER_SPEED * PX
+    baseline = ecg_baseline(grid_top_of(page), 3)
+    top = baseline - round(lead_ii[peak] * GAIN * PX)
+    x = ecg_x0() + peak / 1000 * PAPER_SPEED * PX
     columns = np.flatnonzero(is_dark(page[top - 1:top + 2, round(x) - 30:round(x) + 30]).any(axis=0))
     assert abs(round(x) - 30 + columns.mean() - x) <= 2
 
@@ -281,15 +311,15 @@ def test_each_column_shows_its_own_window(page, groups):
     # aVR (row 0, column 1) shows 2.5-5 s at x0 + t x 25 mm/s; V6 (row 2, column 3) 7.5-10 s
     top = grid_top_of(page)
     for lead, row, column in (("aVR", 0, 1), ("V6", 2, 3), ("I", 0, 0)):
-        values = groups[0].values[:, w.STANDARD_LEADS.index(lead)] / 1000
+        values = groups[0].values[:, STANDARD_LEADS.index(lead)] / 1000
         t0 = column * 2.5
-        assert_trace_follows(page, values, 1000, w.ecg_baseline(top, row),
-                             w.ecg_x0() + t0 * w.PAPER_SPEED * PX, t0, t0 + 2.5)
+        assert_trace_follows(page, values, 1000, ecg_baseline(top, row),
+                             ecg_x0() + t0 * PAPER_SPEED * PX, t0, t0 + 2.5)
 
 
 def test_calibration_pulse_is_10_mm_by_5_mm(page):
-    baseline = w.ecg_baseline(grid_top_of(page), 0)
-    pulse = w.ECG_MARGIN_MM * PX + 2 * PX  # where ecg_page starts it
+    baseline = ecg_baseline(grid_top_of(page), 0)
+    pulse = ECG_MARGIN_MM * PX + 2 * PX  # where ecg_page starts it
     middle = is_dark(page[baseline - 15 * PX:baseline + 5 * PX, pulse + 3 * PX])
     rows = np.flatnonzero(middle) + baseline - 15 * PX
     assert abs(rows.mean() - (baseline - 10 * PX)) <= 1  # the pulse's top: 1 mV = 10 mm up
@@ -314,8 +344,8 @@ def test_grid_is_1_mm_and_5_mm(page):
 
 
 def test_page_size(ecg, groups):
-    main, _ = w.main_and_median(groups)
-    page = w.ecg_page(main, w.waveform_header(ecg, main))
+    main, _ = main_and_median(groups)
+    page = ecg_page(main, waveform_header(ecg, main))
     height, width, _ = page.shape
     assert page.dtype == np.uint8
     assert width / PX <= 297 and height / PX <= 210  # prints on A4 landscape at true scale
@@ -323,24 +353,24 @@ def test_page_size(ecg, groups):
 
 
 def test_median_beat_page(ecg, groups):
-    _, median = w.main_and_median(groups)
-    page = w.ecg_page(median, w.waveform_header(ecg, median))
+    _, median = main_and_median(groups)
+    page = ecg_page(median, waveform_header(ecg, median))
     top = grid_top_of(page)
-    assert page.shape[0] - top <= (3 * w.ECG_ROW_MM + 15) * PX  # three rows: no rhythm strip
+    assert page.shape[0] - top <= (3 * ECG_ROW_MM + 15) * PX  # three rows: no rhythm strip
     for lead, row, column in (("II", 1, 0), ("aVR", 0, 1), ("V3", 2, 2)):
-        values = median.values[:, w.STANDARD_LEADS.index(lead)] / 1000
-        left = w.ecg_x0() + column * 1.2 * w.PAPER_SPEED * PX  # every column: the whole 1.2 s beat
-        assert_trace_follows(page, values, 1000, w.ecg_baseline(top, row), left, 0.0, 1.2, skip=0.1)
+        values = median.values[:, STANDARD_LEADS.index(lead)] / 1000
+        left = ecg_x0() + column * 1.2 * PAPER_SPEED * PX  # every column: the whole 1.2 s beat
+        assert_trace_follows(page, values, 1000, ecg_baseline(top, row), left, 0.0, 1.2, skip=0.1)
 
 
 def test_two_lead_general_ecg_is_one_strip_a_lead(tmp_path):
     ds = small_group_file(tmp_path)
-    (group,) = w.waveform_groups(ds)
-    assert w.is_ecg(ds, group)
-    page = w.ecg_page(group, w.waveform_header(ds, group))
+    (group,) = waveform_groups(ds)
+    assert is_ecg(ds, group)
+    page = ecg_page(group, waveform_header(ds, group))
     top = grid_top_of(page)
-    assert page.shape[0] - top <= (2 * w.ECG_ROW_MM + 15) * PX
-    assert_trace_follows(page, group.values[:, 1] / 1000, 500, w.ecg_baseline(top, 1), w.ecg_x0(), 0.0, 0.2, skip=0.02)
+    assert page.shape[0] - top <= (2 * ECG_ROW_MM + 15) * PX
+    assert_trace_follows(page, group.values[:, 1] / 1000, 500, ecg_baseline(top, 1), ecg_x0(), 0.0, 0.2, skip=0.02)
 
 
 # -----------------------------------------------------------------------------
@@ -349,24 +379,24 @@ def test_two_lead_general_ecg_is_one_strip_a_lead(tmp_path):
 
 def test_hemodynamic_strips_in_mmhg(tmp_path):
     ds, _ = hemodynamic_file(tmp_path)
-    (group,) = w.waveform_groups(ds)
-    page = w.strips_page(group, w.waveform_header(ds, group))
-    frame = np.all(page[:, w.STRIP_LEFT + 200] == (128, 128, 128), axis=-1)
+    (group,) = waveform_groups(ds)
+    page = strips_page(group, waveform_header(ds, group))
+    frame = np.all(page[:, STRIP_LEFT + 200] == (128, 128, 128), axis=-1)
     edges = np.flatnonzero(frame)
     assert len(edges) == 4  # two strips, top and bottom edge each
     for k, (top, bottom) in enumerate(zip(edges[::2], edges[1::2])):
-        assert bottom - top == w.STRIP_HEIGHT
-        low, high = w.value_range(group.values[:, k])
+        assert bottom - top == STRIP_HEIGHT
+        low, high = value_range(group.values[:, k])
         for t in (0.5, 1.3, 2.9):
-            x = round(w.STRIP_LEFT + t / group.duration * w.STRIP_WIDTH)
-            expected = top + (high - group.values[round(t * 250), k]) / (high - low) * w.STRIP_HEIGHT
+            x = round(STRIP_LEFT + t / group.duration * STRIP_WIDTH)
+            expected = top + (high - group.values[round(t * 250), k]) / (high - low) * STRIP_HEIGHT
             rows = np.flatnonzero(is_dark(page[top + 1:bottom, x])) + top + 1
             assert abs(rows.mean() - expected) <= 3
 
 
 def test_nice_ticks():
-    assert list(w.nice_ticks(0, 10)) == [0, 2, 4, 6, 8, 10]
-    assert list(w.nice_ticks(76, 124)) == [80, 90, 100, 110, 120]
+    assert list(nice_ticks(0, 10)) == [0, 2, 4, 6, 8, 10]
+    assert list(nice_ticks(76, 124)) == [80, 90, 100, 110, 120]
 
 
 # -----------------------------------------------------------------------------
@@ -375,12 +405,12 @@ def test_nice_ticks():
 
 def test_csv_is_every_sample_in_physical_units(ecg, groups, tmp_path):
     path = tmp_path / "ecg.csv"
-    w.write_waveform_csv(groups[0], path)
+    write_waveform_csv(groups[0], path)
     data = path.read_bytes()
     assert b"\r" not in data
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["time (s)"] + [f"{lead} (µV)" for lead in w.STANDARD_LEADS]
+    assert rows[0] == ["time (s)"] + [f"{lead} (µV)" for lead in STANDARD_LEADS]
     table = np.array(rows[1:], dtype=np.float64)
     assert table.shape == (10000, 13)
     assert np.array_equal(table[:, 1:], ecg.waveform_array(0))
@@ -389,8 +419,8 @@ def test_csv_is_every_sample_in_physical_units(ecg, groups, tmp_path):
 
 def test_csv_of_pressures(tmp_path):
     ds, _ = hemodynamic_file(tmp_path)
-    (group,) = w.waveform_groups(ds)
-    w.write_waveform_csv(group, tmp_path / "hemo.csv")
+    (group,) = waveform_groups(ds)
+    write_waveform_csv(group, tmp_path / "hemo.csv")
     with open(tmp_path / "hemo.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["time (s)", "ART (mmHg)", "PA (mmHg)"]
@@ -399,12 +429,12 @@ def test_csv_of_pressures(tmp_path):
 
 def test_mulaw_audio_to_wav(tmp_path):
     ds, tone, codes = mulaw_audio_file(tmp_path)
-    assert w.is_audio(ds)
-    w.write_audio(ds, tmp_path / "voice.wav")
+    assert is_audio(ds)
+    write_audio(ds, tmp_path / "voice.wav")
     with wave.open(str(tmp_path / "voice.wav"), "rb") as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getnframes()) == (1, 2, 8000, 4000)
         samples = np.frombuffer(wav.readframes(4000), "<i2")
-    assert np.array_equal(samples, w.g711_to_linear(codes[:, 0], "MB"))
+    assert np.array_equal(samples, g711_to_linear(codes[:, 0], "MB"))
     assert np.max(np.abs(samples - tone)) <= 0.04 * 20000
 
 
@@ -413,7 +443,7 @@ def test_stereo_audio_is_interleaved(tmp_path):
     stored = np.column_stack([np.arange(-500, 500), np.arange(500, -500, -1)]).astype(np.int16)
     ds = waveform_file(tmp_path / "stereo.dcm", "1.2.840.10008.5.1.4.1.1.9.4.2", stored, 44100, "SS",
                        [channel("left"), channel("right")])
-    w.write_audio(ds, tmp_path / "stereo.wav")
+    write_audio(ds, tmp_path / "stereo.wav")
     with wave.open(str(tmp_path / "stereo.wav"), "rb") as wav:
         assert (wav.getnchannels(), wav.getframerate()) == (2, 44100)
         frames = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 2)
@@ -421,10 +451,10 @@ def test_stereo_audio_is_interleaved(tmp_path):
 
 
 def test_pcm16_of_other_interpretations():
-    assert list(w.pcm16(np.array([[0], [128], [255]], np.uint8), "UB")[:, 0]) == [-32768, 0, 32512]
-    assert list(w.pcm16(np.array([[-128], [1]], np.int8), "SB")[:, 0]) == [-32768, 256]
-    assert list(w.pcm16(np.array([[0], [65535]], np.uint16), "US")[:, 0]) == [-32768, 32767]
-    assert list(w.pcm16(np.array([[-(2**31)], [2**31 - 1]], np.int32), "SL")[:, 0]) == [-32768, 32767]
+    assert list(pcm16(np.array([[0], [128], [255]], np.uint8), "UB")[:, 0]) == [-32768, 0, 32512]
+    assert list(pcm16(np.array([[-128], [1]], np.int8), "SB")[:, 0]) == [-32768, 256]
+    assert list(pcm16(np.array([[0], [65535]], np.uint16), "US")[:, 0]) == [-32768, 32767]
+    assert list(pcm16(np.array([[-(2**31)], [2**31 - 1]], np.int32), "SL")[:, 0]) == [-32768, 32767]
 
 
 # -----------------------------------------------------------------------------
@@ -455,7 +485,7 @@ def test_audio_becomes_a_wav_in_the_index_and_is_withheld_under_redact(tmp_path)
     run = run_cli(tmp_path / "voice.dcm", "-o", tmp_path / "out")
     assert run.returncode == 0 and "Basic Voice Audio as WAV" in run.stdout, run.stdout + run.stderr
     with wave.open(str(tmp_path / "out" / "voice.wav"), "rb") as wav:
-        assert np.array_equal(np.frombuffer(wav.readframes(4000), "<i2"), w.g711_to_linear(codes[:, 0], "MB"))
+        assert np.array_equal(np.frombuffer(wav.readframes(4000), "<i2"), g711_to_linear(codes[:, 0], "MB"))
     ((item,),) = [card["items"] for card in index_cards(tmp_path / "out" / "index.html")]
     assert item["audio"] == "voice.wav"
     run = run_cli(tmp_path / "voice.dcm", "-o", tmp_path / "redacted", "--redact")
@@ -466,10 +496,10 @@ def test_audio_becomes_a_wav_in_the_index_and_is_withheld_under_redact(tmp_path)
 def test_under_redact_the_header_holds_no_date_or_annotation_text(ecg, groups):
     """The page's header is drawn from the dataset as --redact shows it: the profile empties the
     acquisition date and removes the Waveform Annotation Sequence, whose free text can name people."""
-    main, _ = w.main_and_median(groups)
-    assert "2013-01-25" in w.waveform_header(ecg, main) and "RITMO SINUSALE" in w.waveform_header(ecg, main)
-    shown = w.as_shown(ecg, w.Options(redact_salt="test"))
-    header = w.waveform_header(shown, main)
+    main, _ = main_and_median(groups)
+    assert "2013-01-25" in waveform_header(ecg, main) and "RITMO SINUSALE" in waveform_header(ecg, main)
+    shown = as_shown(ecg, Options(redact_salt="test"))
+    header = waveform_header(shown, main)
     assert "2013" not in header and "RITMO" not in header and "1000 Hz" in header
 
 

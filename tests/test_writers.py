@@ -9,11 +9,12 @@ import av
 import numpy as np
 import pytest
 
-import dicom_converter as dc
 from PIL import Image, ImageSequence
 
 from conftest import write_gif, write_mp4
-from dicom_converter import staged_outputs, write_png
+from _dicom_converter.gif import GIF_MIN_PSNR_COLOUR, GIF_MIN_PSNR_GREY, psnr
+from _dicom_converter.job import in_own_thread
+from _dicom_converter.writers import staged_outputs, write_png
 
 
 def grey_ramp(height: int = 16) -> np.ndarray:
@@ -146,7 +147,7 @@ def test_gif_grey_clip_meets_its_psnr_target_with_fewer_levels(tmp_path):
     assert len(shown) == 6
     for (pixels, _), frame in zip(shown, frames):
         grey = as_grey(pixels)
-        assert dc.psnr(grey, frame) >= dc.GIF_MIN_PSNR_GREY
+        assert psnr(grey, frame) >= GIF_MIN_PSNR_GREY
         assert len(np.unique(grey)) < len(np.unique(frame))  # levels were really reduced
 
 
@@ -170,7 +171,7 @@ def test_gif_rgb_keeps_colours_that_appear_after_the_first_frame(tmp_path):
     second[4:12, 20:40] = (220, 30, 30)                               # a red patch
     write_gif([first, second], tmp_path / "d.gif", [100, 100])
     shown = gif_frames(tmp_path / "d.gif")
-    assert dc.psnr(shown[0][0], first) >= dc.GIF_MIN_PSNR_COLOUR
+    assert psnr(shown[0][0], first) >= GIF_MIN_PSNR_COLOUR
     patch = shown[1][0][4:12, 20:40].astype(int)
     assert (patch[..., 0] - patch[..., 2]).min() > 100              # red, not grey (92,92,92)
 
@@ -278,14 +279,14 @@ def test_writer_in_own_thread_writes_in_order_and_reports_its_error():
         yield write
         written.append("closed")
 
-    with dc.in_own_thread(writer()) as write:
+    with in_own_thread(writer()) as write:
         for frame in range(50):
             write(frame)
     assert written == list(range(50)) + ["closed"]
 
     written.clear()
     with pytest.raises(OSError, match="No space left"):
-        with dc.in_own_thread(writer(fail_at=3)) as write:
+        with in_own_thread(writer(fail_at=3)) as write:
             for frame in range(200):  # more than the queue holds: must not block after the failure
                 write(frame)
     assert written == [0, 1, 2]

@@ -1,0 +1,2 @@
+"""The pixel pipeline: decoding frames and turning stored values into what a viewer shows.
+"""

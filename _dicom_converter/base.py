@@ -11,7 +11,6 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-
 DEFAULT_INPUT = "dicom_data"
 DEFAULT_OUTPUT = "output"
 DEFAULT_FPS = Fraction(10)

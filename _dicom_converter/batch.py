@@ -4,26 +4,33 @@ page; the exit status.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from _dicom_converter.base import Batch, ConversionError, display_name
-from _dicom_converter.sop import RT_DOSE_CLASS, SEGMENTATION_CLASS
-from _dicom_converter.reading import _dcmread, read_dataset
-from _dicom_converter.inputs import looks_like_dicom, name_key, OUTPUT_SUFFIXES, plan_group, walk_groups
-from _dicom_converter.writers import thumbnail_path
-from _dicom_converter.text import index_record
-from _dicom_converter.redaction import as_shown, DEIDENTIFIED, identifying_strings
 from _dicom_converter.classify import object_kind
+from _dicom_converter.index_page import write_index
+from _dicom_converter.inputs import OUTPUT_SUFFIXES, looks_like_dicom, name_key, plan_group, walk_groups
 from _dicom_converter.kinds.documents import DOCUMENT_SUFFIXES
 from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
-from _dicom_converter.results import LineStore, Log, Result, result_from_json, result_json, SHOWN_STATUSES
+from _dicom_converter.manifest import (
+    in_shard,
+    manifest_key,
+    manifest_row,
+    merge_shards,
+    shard_part,
+    write_manifest,
+    write_shard_part,
+)
+from _dicom_converter.pool import _interrupt_on_signal, convert_all, remove_orphaned_temporaries
+from _dicom_converter.reading import _dcmread, read_dataset
+from _dicom_converter.redaction import DEIDENTIFIED, as_shown, identifying_strings
+from _dicom_converter.results import SHOWN_STATUSES, LineStore, Log, Result, result_from_json, result_json
 from _dicom_converter.series import series_groups, series_stem
-from _dicom_converter.pool import convert_all, _interrupt_on_signal, remove_orphaned_temporaries
-from _dicom_converter.index_page import write_index
-from _dicom_converter.manifest import in_shard, manifest_key, manifest_row, merge_shards, shard_part, write_manifest, write_shard_part
+from _dicom_converter.sop import RT_DOSE_CLASS, SEGMENTATION_CLASS
+from _dicom_converter.text import index_record
+from _dicom_converter.writers import thumbnail_path
 
 if TYPE_CHECKING:
     from _dicom_converter.base import Options

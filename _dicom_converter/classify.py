@@ -5,10 +5,20 @@ the dispatch table in `convert`.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from _dicom_converter.sop import CINE_POINTERS, DOCUMENT_CLASSES, RT_DOSE_CLASS, SEGMENTATION_CLASS, SR_CLASS_PREFIX, VIDEO_SYNTAXES, VOLUME_POINTERS, WHOLE_SLIDE_CLASS
-from _dicom_converter.reading import has_pixel_data, number_of_frames, transfer_syntax_of
-from _dicom_converter.timing import frame_increment_keywords
+
 from _dicom_converter.geometry import frame_positions
+from _dicom_converter.reading import has_pixel_data, number_of_frames, transfer_syntax_of
+from _dicom_converter.sop import (
+    CINE_POINTERS,
+    DOCUMENT_CLASSES,
+    RT_DOSE_CLASS,
+    SEGMENTATION_CLASS,
+    SR_CLASS_PREFIX,
+    VIDEO_SYNTAXES,
+    VOLUME_POINTERS,
+    WHOLE_SLIDE_CLASS,
+)
+from _dicom_converter.timing import frame_increment_keywords
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

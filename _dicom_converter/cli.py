@@ -11,12 +11,20 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from _dicom_converter.base import Batch, DEFAULT_CRF, DEFAULT_GIF_MAX_SIZE, DEFAULT_INPUT, DEFAULT_OUTPUT, Options, Unsupported
-from _dicom_converter.writers import THUMBS_FOLDER
-from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
-from _dicom_converter.pool import default_jobs
-from _dicom_converter.manifest import merge_shards, shard_secret
+from _dicom_converter.base import (
+    DEFAULT_CRF,
+    DEFAULT_GIF_MAX_SIZE,
+    DEFAULT_INPUT,
+    DEFAULT_OUTPUT,
+    Batch,
+    Options,
+    Unsupported,
+)
 from _dicom_converter.batch import run_batch
+from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
+from _dicom_converter.manifest import merge_shards, shard_secret
+from _dicom_converter.pool import default_jobs
+from _dicom_converter.writers import THUMBS_FOLDER
 
 
 def positive_fps(text: str) -> Fraction:

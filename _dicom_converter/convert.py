@@ -4,31 +4,49 @@ where a file's errors are caught and become a `Result`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-from _dicom_converter.base import ConversionError, first_line, Skipped
-from _dicom_converter.reading import check_image_attributes, has_pixel_data, read_dataset
-from _dicom_converter.writers import staged_outputs, write_text
-from _dicom_converter.text import index_record, json_dataset, metadata_text
-from _dicom_converter.redaction import as_shown, DEIDENTIFIED, pixel_plan
+from _dicom_converter.base import ConversionError, Skipped, first_line
 from _dicom_converter.classify import object_kind
 from _dicom_converter.job import Conversion
-from _dicom_converter.kinds.volumes import write_volume
+from _dicom_converter.kinds.documents import write_document
 from _dicom_converter.kinds.dose import write_dose
+from _dicom_converter.kinds.images import write_clip, write_image, write_metadata_only
+from _dicom_converter.kinds.reports.writer import report_excerpt, write_report
 from _dicom_converter.kinds.segmentations import write_segmentation
 from _dicom_converter.kinds.slides import write_slide
-from _dicom_converter.kinds.documents import write_document
-from _dicom_converter.kinds.reports.writer import report_excerpt, write_report
-from _dicom_converter.kinds.waveforms import write_waveform
 from _dicom_converter.kinds.video import write_video
-from _dicom_converter.kinds.images import write_clip, write_image, write_metadata_only
+from _dicom_converter.kinds.volumes import write_volume
+from _dicom_converter.kinds.waveforms import write_waveform
+from _dicom_converter.reading import check_image_attributes, has_pixel_data, read_dataset
+from _dicom_converter.redaction import DEIDENTIFIED, as_shown, pixel_plan
 from _dicom_converter.results import Result
+from _dicom_converter.text import index_record, json_dataset, metadata_text
+from _dicom_converter.writers import staged_outputs, write_text
 
 if TYPE_CHECKING:
     from _dicom_converter.base import Options
+
+
+# What each kind of object (`classify.object_kind`) becomes: the one dispatch, as pydicom's
+# decoder registry maps a transfer syntax to its plugins.  A new kind is a module in kinds/
+# and a row here.
+WRITERS: dict[str, Callable[[Conversion, str], None]] = {
+    "metadata": write_metadata_only,     # no pixel data: the .txt alone
+    "image": write_image,                # one frame: PNG
+    "cine": write_clip,                  # frames that are moments: GIF + MP4 at the file's rate
+    "volume": write_volume,              # frames that are slices: contact sheet, GIF + MP4
+    "dose": write_dose,                  # RT Dose planes in colour with a scale in Gy
+    "segmentation": write_segmentation,  # segments in colour over the images they segment
+    "slide": write_slide,                # whole-slide tiles stitched into one PNG
+    "document": write_document,          # the encapsulated PDF, CDA, STL, OBJ or MTL itself
+    "video": write_video,                # MPEG-2, H.264, HEVC: the stream copied into an MP4
+    "waveform": write_waveform,          # ECG paper PNG, CSV, WAV audio
+    "report": write_report,              # structured report: HTML page and outline
+}
 
 
 def convert_file(source: Path, stem: Path, options: Options, images: tuple[Path, ...] = (),
@@ -128,8 +146,3 @@ def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...
         summary += f", burned-in text blanked ({plan.reason})"
     return [path for path in finals if path != job.thumbnail_file], summary, record
 
-
-# What each kind of object (`object_kind`) becomes: the one dispatch.
-WRITERS = {"metadata": write_metadata_only, "image": write_image, "cine": write_clip, "volume": write_volume,
-           "dose": write_dose, "segmentation": write_segmentation, "slide": write_slide, "document": write_document,
-           "video": write_video, "waveform": write_waveform, "report": write_report}

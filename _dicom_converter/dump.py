@@ -4,14 +4,13 @@ its raw bytes where that is safe (the same text as pydicom's, several times fast
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import codecs
 import contextlib
 import os
 import re
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from _dicom_converter.base import BULK_DATA_KEYWORDS, first_line, LONG_BINARY_BYTES, LONG_MULTI_VALUES
+from _dicom_converter.base import BULK_DATA_KEYWORDS, LONG_BINARY_BYTES, LONG_MULTI_VALUES, first_line
 from _dicom_converter.reading import is_multi
 from _dicom_converter.timing import _keyword_of
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
 from _dicom_converter.reading import is_multi, number_of_frames
 
 if TYPE_CHECKING:

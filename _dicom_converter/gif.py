@@ -4,10 +4,9 @@ to a minimum PSNR, only the changed rectangle of each frame, durations from the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import contextlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from _dicom_converter.base import DEFAULT_GIF_MAX_SIZE
 from _dicom_converter.writers import fit_within

@@ -4,73 +4,25 @@ viewer; its script and style are `index.js` and `index.css` beside this module.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import base64
+import functools
 import hashlib
 import json
 import re
 from html import escape
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from _dicom_converter.writers import staged_outputs
 from _dicom_converter.kinds.documents import DOCUMENT_SUFFIXES
-from _dicom_converter.kinds.waveforms import MEDIAN_SUFFIX
 from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
+from _dicom_converter.kinds.waveforms import MEDIAN_SUFFIX
 from _dicom_converter.results import SHOWN_STATUSES
 from _dicom_converter.series import slice_order
+from _dicom_converter.writers import staged_outputs
 
 if TYPE_CHECKING:
     from _dicom_converter.results import Result
 
-
-INDEX_STYLE = """
-body{font:15px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
-h1{font-size:1.4em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ccc}
-h3{font-size:1em;color:#555}
-.cards{list-style:none;margin:0;padding:0;display:grid;gap:12px;
-  grid-template-columns:repeat(auto-fill,minmax(170px,1fr))}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;display:flex;flex-direction:column;min-width:0}
-.card button{font:inherit;color:inherit;text-align:left;background:none;border:0;border-radius:6px;
-  padding:8px;margin:0;cursor:pointer;display:flex;flex-direction:column;gap:2px;width:100%}
-.card button:hover{background:#f0f4fa}
-.card button:focus-visible{outline:3px solid #1a5fb4;outline-offset:-3px}
-.thumb{display:block;width:100%;max-width:256px;height:auto;aspect-ratio:1;object-fit:contain;
-  background:#000;margin:0 auto 4px}
-.thumb.none{display:flex;align-items:center;justify-content:center;color:#bbb;font-weight:600;font-size:1.3em}
-.card .title{font-weight:600;overflow-wrap:anywhere}.card .meta{font-size:13px;color:#555}
-.card .files{font-size:13px;color:#555;padding:0 8px 8px;margin:auto 0 0}
-@media (max-width:480px){body{margin:.75em}.cards{grid-template-columns:repeat(2,minmax(0,1fr));gap:8px}}
-.vh{position:absolute;width:1px;height:1px;margin:-1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
-body:has(dialog[open]){overflow:hidden}
-.viewer{position:fixed;inset:0;width:100%;height:100%;max-width:none;max-height:none;margin:0;padding:0;
-  border:0;background:#111;color:#eee;color-scheme:dark;accent-color:#8cf;box-sizing:border-box}
-.viewer:not([open]){display:none}
-.viewer[open]{display:grid;grid-template-columns:minmax(0,1fr) minmax(14em,22em);
-  grid-template-rows:auto minmax(0,1fr) auto;grid-template-areas:"head head" "stage info" "move info"}
-.viewer::backdrop{background:#000c}
-.viewer header{grid-area:head;display:flex;align-items:center;gap:12px;padding:6px 10px;background:#222}
-.viewer header h2{font-size:1em;margin:0;border:0;flex:1;min-width:0;overflow-wrap:anywhere}
-.viewer button.close{font:inherit;padding:4px 14px;border-radius:4px;border:1px solid #888;background:#333;
-  color:#fff;cursor:pointer}
-.viewer .stage{grid-area:stage;display:flex;flex-direction:column;align-items:center;justify-content:center;
-  min-height:0;overflow:hidden;touch-action:pinch-zoom;background:#000}
-.viewer .stage img,.viewer .stage video{flex:1 1 0;min-height:0;width:100%;max-width:100%;max-height:100%;
-  object-fit:contain}
-.viewer .stage audio{flex:none;width:min(100%,30em);margin:8px}
-.viewer .stage p{color:#aaa}
-.viewer .move{grid-area:move;display:flex;align-items:center;gap:10px;padding:6px 10px;background:#222}
-.viewer .move input{flex:1;min-width:0}
-.viewer .info{grid-area:info;overflow:auto;padding:10px;background:#1a1a1a;font-size:14px}
-.viewer .info h3{color:#fff;margin:0 0 6px;overflow-wrap:anywhere}
-.viewer dl{margin:0 0 8px;display:grid;grid-template-columns:auto 1fr;gap:2px 8px}
-.viewer dt{font-weight:600;color:#bbb}.viewer dd{margin:0;overflow-wrap:anywhere}
-.viewer a{color:#8cf}.viewer ul{list-style:none;padding:0;margin:0 0 8px;display:flex;flex-wrap:wrap;gap:4px 12px}
-.viewer pre{white-space:pre-wrap;font:inherit;background:#222;padding:6px;margin:0}
-.viewer [hidden]{display:none!important}
-@media (max-width:700px){.viewer[open]{grid-template-columns:minmax(0,1fr);
-  grid-template-rows:auto minmax(0,1fr) auto minmax(0,30%);grid-template-areas:"head" "stage" "move" "info"}}
-"""
 
 # The viewer's frame, with no data and no media element in it: the script
 # fills it in, and creates the <img>, <video> and <audio> on first use, so the
@@ -88,176 +40,22 @@ INDEX_VIEWER = """<dialog class="viewer" id="viewer" aria-label="Viewer" aria-mo
 
 INDEX_DATA_ID = "index-data"
 
-# Plain JS for every browser of the last few years: no modules, no fetch (a
-# file:// page may not fetch its neighbours), data from the JSON block only,
-# and every string from it set with textContent or as an attribute value.
-INDEX_SCRIPT = r"""
-(function () {
-  'use strict';
-  var SERIES = JSON.parse(document.getElementById('index-data').textContent);
-  var PAGE = 10;      // PageUp/PageDown step, in items
-  var WHEEL = 50;     // px of wheel per item: a mouse notch is 100-120, a trackpad sends a few at a time
-  var SWIPE = 24;     // px of finger travel per item
-  var CONTROLS = 64;  // px at the foot of a <video> left to its own controls when swiping
-  var SPEAK_MS = 250; // a wheel spun through 100 slices should not queue 100 announcements
 
-  var $ = function (id) { return document.getElementById(id); };
-  var viewer = $('viewer'), stage = $('viewer-stage'), slider = $('viewer-slider');
-  var live = $('viewer-live'), modal = typeof viewer.showModal === 'function';
-  var series = null, at = 0, opener = null, wheel = 0, touch = null, speakTimer = 0;
-  var img = null, video = null, audio = null, none = null;
-  var prefetched = [new Image(), new Image()];  // the next and previous image, no more
+# index.js is plain JS for every browser of the last few years: no modules, no
+# fetch (a file:// page may not fetch its neighbours), data from the JSON block
+# only, and every string from it set with textContent or as an attribute value.
+@functools.cache
+def page_asset(name: str) -> str:
+    """A file of this package that the page inlines: ``index.js`` (its script) or ``index.css`` (its style).
 
-  // A relative URL whose first segment holds a colon would be read as a
-  // scheme (javascript:, data:), and one starting with / leaves the folder:
-  // "./" keeps either a path inside it.
-  function relative(url) { return /^([^\/?#]*:|\/)/.test(url) ? './' + url : url; }
+    Kept as files so that editors, linters and browsers' tools read them; read once per process,
+    with CRLF line ends (a Windows checkout's) made LF, so every checkout gives the same page
+    and the same CSP hash.
+    """
+    from importlib.resources import files
 
-  function make(tag, props) {
-    var el = document.createElement(tag);
-    for (var key in props) el[key] = props[key];
-    return el;
-  }
+    return files(__package__).joinpath(name).read_bytes().decode("utf-8").replace("\r\n", "\n")
 
-  function media() {
-    if (img) return;
-    img = make('img', { alt: '', decoding: 'async', hidden: true });
-    video = make('video', { controls: true, muted: true, loop: true, playsInline: true, hidden: true });
-    video.preload = 'auto';
-    audio = make('audio', { controls: true, hidden: true });
-    audio.preload = 'metadata';
-    none = make('p', { textContent: 'No picture for this item.', hidden: true });
-    stage.append(img, video, none, audio);
-  }
-
-  function setSource(el, url) {
-    if (url) {
-      url = relative(url);
-      if (el.getAttribute('src') !== url) el.src = url;
-    } else if (el.hasAttribute('src')) {
-      if (el.pause) el.pause();
-      el.removeAttribute('src');
-      if (el.load) el.load();  // stops the download of what was playing
-    }
-    el.hidden = !url;
-  }
-
-  function show(i) {
-    var items = series.items, n = items.length, item = items[i];
-    at = i;
-    var picture = item.video ? null : item.image;
-    setSource(img, picture);
-    img.alt = item.title || '';
-    setSource(video, item.video);
-    if (item.video) video.play().catch(function () {});  // muted autoplay; refusal only leaves it paused
-    setSource(audio, item.audio);
-    none.hidden = !!(picture || item.video || item.audio);
-
-    $('viewer-title').textContent = item.title || '';
-    $('viewer-counter').textContent = (i + 1) + ' / ' + n;
-    slider.value = String(i + 1);
-    slider.setAttribute('aria-valuetext', 'image ' + (i + 1) + ' of ' + n);
-
-    var facts = $('viewer-facts');
-    facts.textContent = '';
-    (item.facts || []).forEach(function (fact) {
-      facts.append(make('dt', { textContent: fact[0] }), make('dd', { textContent: fact[1] }));
-    });
-    var links = $('viewer-links');
-    links.textContent = '';
-    (item.links || []).forEach(function (link) {
-      var li = make('li');
-      li.append(make('a', { textContent: link[0], href: relative(link[1]) }));
-      links.append(li);
-    });
-    var excerpt = $('viewer-excerpt');
-    excerpt.textContent = item.excerpt || '';
-    excerpt.hidden = !item.excerpt;
-
-    clearTimeout(speakTimer);
-    speakTimer = setTimeout(function () { live.textContent = 'image ' + (at + 1) + ' of ' + n; }, SPEAK_MS);
-    prefetch(i);
-  }
-
-  function prefetch(i) {
-    [i + 1, i - 1].forEach(function (j, k) {
-      var item = series.items[j];
-      if (item && item.image && !item.video) prefetched[k].src = relative(item.image);
-    });
-  }
-
-  function go(i) {
-    i = Math.max(0, Math.min(series.items.length - 1, i));
-    if (i !== at) show(i);
-  }
-
-  function open(index, button) {
-    series = SERIES[index];
-    opener = button;
-    media();
-    $('viewer-series').textContent = series.title;
-    viewer.setAttribute('aria-label', series.title);
-    slider.max = String(series.items.length);
-    slider.parentNode.hidden = series.items.length < 2;
-    live.textContent = '';
-    if (modal) viewer.showModal(); else viewer.setAttribute('open', '');
-    show(0);
-    (series.items.length > 1 ? slider : $('viewer-close')).focus();
-  }
-
-  function close() {
-    if (modal) viewer.close(); else { viewer.removeAttribute('open'); closed(); }
-  }
-
-  function closed() {
-    [img, video, audio].concat(prefetched).forEach(function (el) { setSource(el, null); });
-    clearTimeout(speakTimer);
-    if (opener) opener.focus();
-  }
-
-  document.querySelectorAll('button[data-series]').forEach(function (button) {
-    button.addEventListener('click', function () { open(Number(button.dataset.series), button); });
-  });
-  viewer.addEventListener('close', closed);
-  $('viewer-close').addEventListener('click', close);
-  slider.addEventListener('input', function () { go(Number(slider.value) - 1); });
-
-  var KEYS = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1, PageDown: PAGE, PageUp: -PAGE };
-  viewer.addEventListener('keydown', function (e) {
-    if (!series || e.altKey || e.ctrlKey || e.metaKey) return;
-    // the same keys on the slider, the video or a link: the viewer's meaning, one step each
-    if (e.key in KEYS) go(at + KEYS[e.key]);
-    else if (e.key === 'Home') go(0);
-    else if (e.key === 'End') go(series.items.length - 1);
-    else if (e.key === 'Escape' && !modal) close();  // a modal <dialog> closes itself
-    else return;
-    e.preventDefault();
-  });
-
-  stage.addEventListener('wheel', function (e) {
-    e.preventDefault();
-    wheel += e.deltaMode === 1 ? e.deltaY * 40 : e.deltaY;  // lines (Firefox's mouse) to px
-    if (Math.abs(wheel) >= WHEEL) { go(at + (wheel > 0 ? 1 : -1)); wheel = 0; }
-  }, { passive: false });
-
-  // A drag moves one item per SWIPE px along its main axis; up or left is forward,
-  // as when scrolling a page.  Two fingers are a pinch-zoom (touch-action allows it).
-  stage.addEventListener('touchstart', function (e) {
-    var t = e.touches[0], target = e.target;
-    var onControls = target === audio ||
-      (target === video && t.clientY > video.getBoundingClientRect().bottom - CONTROLS);
-    touch = e.touches.length === 1 && !onControls ? { x: t.clientX, y: t.clientY, done: 0 } : null;
-  }, { passive: true });
-  stage.addEventListener('touchmove', function (e) {
-    if (!touch || e.touches.length !== 1) { touch = null; return; }
-    var t = e.touches[0], dx = t.clientX - touch.x, dy = t.clientY - touch.y;
-    var steps = Math.trunc((Math.abs(dy) >= Math.abs(dx) ? -dy : -dx) / SWIPE);
-    if (steps !== touch.done) { go(at + steps - touch.done); touch.done = steps; }
-    e.preventDefault();
-  }, { passive: false });
-  stage.addEventListener('touchend', function () { touch = null; });
-})();
-"""
 
 # The one script may run (by its hash, which works from file:// where 'self'
 # is unreliable); nothing may be fetched by script, posted, or embedded.
@@ -281,12 +79,12 @@ def index_page_parts(patients: list[dict]) -> Iterator[str]:
     """
     import tempfile
 
-    digest = base64.b64encode(hashlib.sha256(INDEX_SCRIPT.encode("utf-8")).digest()).decode("ascii")
+    digest = base64.b64encode(hashlib.sha256(page_asset("index.js").encode("utf-8")).digest()).decode("ascii")
     head = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP.format(hash="sha256-" + digest)}">',
             '<meta name="viewport" content="width=device-width">', "<title>DICOM conversion</title>",
             '<link rel="icon" href="data:,">',  # no favicon request: the page needs no server
-            f"<style>{INDEX_STYLE}</style></head><body>", "<h1>DICOM conversion</h1>", _totals(patients)]
+            f"<style>{page_asset('index.css')}</style></head><body>", "<h1>DICOM conversion</h1>", _totals(patients)]
     yield "\n".join(head)
     with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as viewer_data:
         number = 0
@@ -304,7 +102,7 @@ def index_page_parts(patients: list[dict]) -> Iterator[str]:
         viewer_data.seek(0)
         while chunk := viewer_data.read(1 << 20):
             yield chunk
-    yield f"]</script>\n<script>{INDEX_SCRIPT}</script>\n</body></html>\n"
+    yield f"]</script>\n<script>{page_asset('index.js')}</script>\n</body></html>\n"
 
 
 def _totals(patients: list[dict]) -> str:
@@ -361,7 +159,7 @@ def _viewer_series(series: dict) -> dict:
 
 
 def _relative(url: str) -> str:
-    """`url` as a path inside the output folder: see `relative` in INDEX_SCRIPT."""
+    """`url` as a path inside the output folder: see `relative` in index.js."""
     return "./" + url if re.match(r"([^/?#]*:|/)", url) else url
 
 

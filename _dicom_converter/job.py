@@ -5,29 +5,29 @@ per-frame PNGs and a contact sheet at once (`write_cine`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import contextlib
 import dataclasses
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from _dicom_converter.base import CorruptFile, DEFAULT_FPS
-from _dicom_converter.reading import check_memory, check_pixel_data_length, number_of_frames
-from _dicom_converter.timing import _constant_timing
+from _dicom_converter.base import DEFAULT_FPS, CorruptFile
+from _dicom_converter.gif import gif_writer
 from _dicom_converter.inputs import FRAMES_SUFFIX
 from _dicom_converter.pixels.display import is_colour, rendered_frames, to_eight_bit
 from _dicom_converter.pixels.helper import decode_in_helper, rendered_frames_in_helper
-from _dicom_converter.writers import contact_sheet_writer, mp4_writer, thumbnail_path, write_png, write_thumbnail
-from _dicom_converter.gif import gif_writer
+from _dicom_converter.reading import check_memory, check_pixel_data_length, number_of_frames
 from _dicom_converter.redaction import blank_mask, blanked
+from _dicom_converter.timing import _constant_timing
+from _dicom_converter.writers import contact_sheet_writer, mp4_writer, thumbnail_path, write_png, write_thumbnail
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
+
     from _dicom_converter.base import Options
-    from _dicom_converter.timing import Timing
     from _dicom_converter.redaction import PixelPlan
+    from _dicom_converter.timing import Timing
 
 
 @dataclasses.dataclass

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import contextlib
 import json
 import os
@@ -11,12 +10,12 @@ import re
 import secrets
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from _dicom_converter.base import display_name, Unsupported
-from _dicom_converter.writers import staged_outputs
-from _dicom_converter.results import LineStore, result_from_json, result_json, SHOWN_STATUSES
+from _dicom_converter.base import Unsupported, display_name
 from _dicom_converter.index_page import write_index
+from _dicom_converter.results import SHOWN_STATUSES, LineStore, result_from_json, result_json
+from _dicom_converter.writers import staged_outputs
 
 if TYPE_CHECKING:
     from _dicom_converter.results import Result

@@ -5,19 +5,18 @@ removed on every way out.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import collections
 import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from _dicom_converter.base import ENV_START_METHOD, environment_setting
-from _dicom_converter.writers import TEMPORARY_NAME, TEMPORARY_PREFIX
-from _dicom_converter.results import Result
 from _dicom_converter.convert import convert_file
+from _dicom_converter.results import Result
 from _dicom_converter.series import convert_series
+from _dicom_converter.writers import TEMPORARY_NAME, TEMPORARY_PREFIX
 
 if TYPE_CHECKING:
     from _dicom_converter.base import Options

@@ -5,11 +5,11 @@ clear `CorruptFile` or `Unsupported` before any output is written.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from _dicom_converter.base import CorruptFile, first_line, MEDIA_STORAGE_DIRECTORY, NotDicom, Skipped, Unsupported
+from _dicom_converter.base import MEDIA_STORAGE_DIRECTORY, CorruptFile, NotDicom, Skipped, Unsupported, first_line
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

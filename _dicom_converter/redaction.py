@@ -6,21 +6,21 @@ the run's secret; burned-in text is found by deid's CTP recipes and blanked or w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from _dicom_converter.base import CorruptFile
-from _dicom_converter.sop import WHOLE_SLIDE_CLASS
-from _dicom_converter.reading import is_multi, read_dataset
-from _dicom_converter.pixels.display import rendered_frames
 from _dicom_converter.dump import text_of
+from _dicom_converter.pixels.display import rendered_frames
+from _dicom_converter.reading import is_multi, read_dataset
+from _dicom_converter.sop import WHOLE_SLIDE_CLASS
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
+
     from _dicom_converter.base import Options
 
 
@@ -165,6 +165,7 @@ def as_shown(ds: Dataset, options: Options) -> Dataset:
 def replace_uid(uid: str, salt: str) -> str:
     """A stand-in for an instance UID (a 2.25 UUID-derived UID); registered DICOM UIDs stay."""
     import hashlib
+
     from pydicom.uid import UID
 
     if not uid or UID(uid).name != uid:  # a registered UID (SOP class, transfer syntax…)

@@ -3,28 +3,36 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import dataclasses
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from _dicom_converter.base import CorruptFile, DEFAULT_FPS, Skipped
-from _dicom_converter.reading import read_dataset
-from _dicom_converter.timing import _constant_timing
-from _dicom_converter.inputs import name_key, output_stem
-from _dicom_converter.pixels.decode import decode_frames
-from _dicom_converter.pixels.display import choose_voi, clip_stored_range, is_colour, render_colour, render_grayscale, Voi
-from _dicom_converter.writers import staged_outputs, write_text
-from _dicom_converter.dump import text_of
-from _dicom_converter.text import index_record
-from _dicom_converter.redaction import as_shown, blank_mask, blanked, pixel_plan
-from _dicom_converter.geometry import along_normal
-from _dicom_converter.job import write_cine
-from _dicom_converter.results import Result
+from _dicom_converter.base import DEFAULT_FPS, CorruptFile, Skipped
 from _dicom_converter.convert import _caught
+from _dicom_converter.dump import text_of
+from _dicom_converter.geometry import along_normal
+from _dicom_converter.inputs import name_key, output_stem
+from _dicom_converter.job import write_cine
+from _dicom_converter.pixels.decode import decode_frames
+from _dicom_converter.pixels.display import (
+    Voi,
+    choose_voi,
+    clip_stored_range,
+    is_colour,
+    render_colour,
+    render_grayscale,
+)
+from _dicom_converter.reading import read_dataset
+from _dicom_converter.redaction import as_shown, blank_mask, blanked, pixel_plan
+from _dicom_converter.results import Result
+from _dicom_converter.text import index_record
+from _dicom_converter.timing import _constant_timing
+from _dicom_converter.writers import staged_outputs, write_text
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
     from _dicom_converter.base import Options
     from _dicom_converter.timing import Timing
 

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-
 CINE_POINTERS = ("FrameTime", "FrameTimeVector")  # PS3.3 C.7.6.5 Cine Module
 VOLUME_POINTERS = ("GridFrameOffsetVector", "SliceVector")  # RT Dose C.8.8.3.2, NM C.8.4.8
 SEGMENTATION_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"

@@ -5,10 +5,11 @@ index page and the manifest keep of each file.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
 from _dicom_converter.base import CorruptFile, first_line
+from _dicom_converter.dump import _bulk_size, dump_dataset, text_of
 from _dicom_converter.reading import has_pixel_data, transfer_syntax_of
 from _dicom_converter.timing import _keyword_of
-from _dicom_converter.dump import _bulk_size, dump_dataset, text_of
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset

@@ -4,11 +4,11 @@ rate an MP4 and a GIF play it at.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import dataclasses
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-from _dicom_converter.base import CorruptFile, DEFAULT_FPS
+from _dicom_converter.base import DEFAULT_FPS, CorruptFile
 from _dicom_converter.reading import is_multi
 
 if TYPE_CHECKING:

@@ -5,7 +5,6 @@ temporary name and renames them all only when the file's conversion succeeded.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import contextlib
 import functools
 import os
@@ -13,9 +12,9 @@ import secrets
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from _dicom_converter.base import OutputPathTooLong, X264_PARAMS, X264_PRESET, X264_TUNE
+from _dicom_converter.base import X264_PARAMS, X264_PRESET, X264_TUNE, OutputPathTooLong
 from _dicom_converter.pixels.display import to_eight_bit
 
 if TYPE_CHECKING:

@@ -50,8 +50,8 @@ DECODE_ONLY = (
     "from pydicom.pixels import iter_pixels\n"
     "if len(sys.argv) > 2:  # the converter's own decoder order: libjpeg-turbo first\n"
     "    sys.path.insert(0, sys.argv[2])\n"
-    "    import dicom_converter\n"
-    "    dicom_converter.use_libjpeg_turbo()\n"
+    "    from _dicom_converter.pixels.libjpeg_turbo import use_libjpeg_turbo\n"
+    "    use_libjpeg_turbo()\n"
     "n = 0\n"
     "for frame in iter_pixels(sys.argv[1]):\n"
     "    n += 1\n"
@@ -421,7 +421,7 @@ def ours_x264() -> tuple[str, str, str | None, str | None]:
     """Ours' default x264 crf, preset and tune, read from its source (no import)."""
     import re
 
-    text = CONVERTER.read_text(encoding="utf-8")
+    text = (REPO / "_dicom_converter" / "base.py").read_text(encoding="utf-8")  
 
     def constant(pattern: str, default):
         found = re.search(pattern, text, re.M)
@@ -524,10 +524,18 @@ def median(samples: list[Sample], field: str) -> float:
     return statistics.median(getattr(s, field) for s in samples)
 
 
+CODE = [CONVERTER.name, "_dicom_converter"]  # the entry point and its package
+
+
 def converter_digest() -> str:
+    """One hash of the converter's code: the entry point and every file of its package, by path."""
     import hashlib
 
-    return hashlib.sha256(CONVERTER.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256()
+    for path in [CONVERTER, *sorted(p for p in (REPO / "_dicom_converter").rglob("*")
+                                    if p.is_file() and "__pycache__" not in p.parts)]:
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 STARTING_DIGEST = ""
@@ -559,14 +567,14 @@ def machine() -> str:
     dcmtk = subprocess.run(["dcmj2pnm", "--version"], capture_output=True, text=True).stdout
     dcmtk = next((w for w in dcmtk.split() if w.startswith("v3")), "?")
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", CONVERTER.name], cwd=REPO,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *CODE], cwd=REPO,
                            capture_output=True, text=True).stdout.strip()
     digest = converter_digest()
     code = (f"commit {head.stdout.strip() or '?'}"
-            + (", with uncommitted changes to dicom_converter.py" if dirty else "")
-            + f" (dicom_converter.py sha256 {digest})")
+            + (", with uncommitted changes to the converter" if dirty else "")
+            + f" (dicom_converter.py + _dicom_converter/ sha256 {digest})")
     if digest != STARTING_DIGEST:
-        code += (f" -- **dicom_converter.py changed during the runs** (sha256 {STARTING_DIGEST} at the start):"
+        code += (f" -- **the converter changed during the runs** (sha256 {STARTING_DIGEST} at the start):"
                  " the samples mix two versions")
     return (
         f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}\n"

@@ -65,7 +65,14 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import dicom_converter as dc  # noqa: E402
+from _dicom_converter import base as dc_base  # noqa: E402
+from _dicom_converter import gif as dc_gif  # noqa: E402  (whose globals gif_writer reads: wrapped below)
+from _dicom_converter.gif import gif_writer  # noqa: E402
+from _dicom_converter.pixels.decode import decode_frames  # noqa: E402
+from _dicom_converter.pixels.display import rendered_frames  # noqa: E402
+from _dicom_converter.reading import number_of_frames, read_dataset  # noqa: E402
+from _dicom_converter.timing import frame_timing  # noqa: E402
+from _dicom_converter.writers import THUMB_SIZE, fit_within, mp4_writer  # noqa: E402
 
 PRESETS = ["ultrafast", "superfast", "veryfast", "faster", "fast"]
 CRFS = [13, 16, 18, 20, 23]
@@ -102,10 +109,10 @@ def ensure_bench_clip(name: str, path: Path, workdir: Path) -> None:
 
 def render(path: Path) -> tuple[list[np.ndarray], Fraction]:
     """The clip's 8-bit display frames as the converter renders them, and its frame rate."""
-    ds = dc.read_dataset(path)
-    frames, _ = dc.rendered_frames(path, ds, 255, None)
+    ds = read_dataset(path)
+    frames, _ = rendered_frames(path, ds, 255, None)
     frames = [np.ascontiguousarray(f) for f in frames]
-    rate = dc.frame_timing(ds, len(frames), None).rate
+    rate = frame_timing(ds, len(frames), None).rate
     return frames, rate
 
 
@@ -194,10 +201,10 @@ def same_as_converter(frames: list[np.ndarray], rate: Fraction, scratch: Path, t
     gets `tries` runs to match.
     """
     ours, theirs = scratch / "check_encode.mp4", scratch / "check_writer.mp4"
-    encode(frames, ours, rate, dc.DEFAULT_CRF, dc.X264_PRESET, dc.X264_TUNE, getattr(dc, "X264_PARAMS", None))
+    encode(frames, ours, rate, dc_base.DEFAULT_CRF, dc_base.X264_PRESET, dc_base.X264_TUNE, getattr(dc_base, "X264_PARAMS", None))
     same = False
     for _ in range(tries):
-        with dc.mp4_writer(theirs, rate, dc.DEFAULT_CRF) as write:
+        with mp4_writer(theirs, rate, dc_base.DEFAULT_CRF) as write:
             for frame in frames:
                 write(frame)
         same = ours.read_bytes() == theirs.read_bytes()
@@ -232,7 +239,7 @@ def grid(clips: dict[str, Path], presets, crfs, tunes, scratch: Path, results: d
 
 
 def grid_tables(results: dict) -> str:
-    current = (dc.X264_PRESET, dc.DEFAULT_CRF, dc.X264_TUNE or "none")
+    current = (dc_base.X264_PRESET, dc_base.DEFAULT_CRF, dc_base.X264_TUNE or "none")
     out = []
     for name, entry in results.items():
         cols, rows = entry["size"]
@@ -285,7 +292,7 @@ def timed(function, *args, repeat: int = 3) -> tuple[float, object]:
 def gif_size_of(frames, durations, max_size, scratch: Path, name: str) -> tuple[float, int]:
     path = scratch / name
     t0 = time.thread_time()
-    with dc.gif_writer(path, durations, max_size) as write:
+    with gif_writer(path, durations, max_size) as write:
         for frame in frames:
             write(frame)
     cpu = time.thread_time() - t0
@@ -297,13 +304,13 @@ def gif_size_of(frames, durations, max_size, scratch: Path, name: str) -> tuple[
 def gif_section(xa: Path, scratch: Path, results: dict) -> str:
     frames, rate = render(xa)
     durations = [1000 / float(rate)] * len(frames)
-    size = dc.DEFAULT_GIF_MAX_SIZE
+    size = dc_base.DEFAULT_GIF_MAX_SIZE
     n = len(frames)
 
     def all_frames(fn):
         return [fn(f) for f in frames]
 
-    box_s, box = timed(all_frames, lambda f: dc.fit_within(f, size))
+    box_s, box = timed(all_frames, lambda f: fit_within(f, size))
     mean_s, mean = timed(all_frames, halve_mean)
     resh_s, resh = timed(all_frames, halve_reshape)
     diff = np.concatenate([(b.astype(np.int16) - m).ravel() for b, m in zip(box, mean)])
@@ -316,8 +323,8 @@ def gif_section(xa: Path, scratch: Path, results: dict) -> str:
     pre_mean_cpu, pre_mean_bytes = gif_size_of(mean, durations, size, scratch, "pre_mean.gif")
     # the index page's thumbnail: from the full frame, or from the 512 px GIF frame
     middle = n // 2
-    thumb_full_s, thumb_full = timed(lambda: dc.fit_within(frames[middle], dc.THUMB_SIZE), repeat=20)
-    thumb_half_s, thumb_half = timed(lambda: dc.fit_within(box[middle], dc.THUMB_SIZE), repeat=20)
+    thumb_full_s, thumb_full = timed(lambda: fit_within(frames[middle], THUMB_SIZE), repeat=20)
+    thumb_half_s, thumb_half = timed(lambda: fit_within(box[middle], THUMB_SIZE), repeat=20)
     thumb_diff = int(np.abs(thumb_full.astype(np.int16) - thumb_half).max())
     results["gif"] = {"frames": n, "box_s": box_s, "mean_s": mean_s, "reshape_s": resh_s,
                       "pil_vs_mean": pil_vs_mean, "reshape_equals_mean": same_reshape,
@@ -355,24 +362,24 @@ def gif_section(xa: Path, scratch: Path, results: dict) -> str:
 
 def stages_section(xa: Path, scratch: Path, results: dict) -> str:
     """CPU seconds of each stage of the XA conversion, measured alone in this process."""
-    ds = dc.read_dataset(xa)
-    n = dc.number_of_frames(ds)
+    ds = read_dataset(xa)
+    n = number_of_frames(ds)
 
     t0 = cpu_seconds()
-    for _ in dc.decode_frames(xa, ds):
+    for _ in decode_frames(xa, ds):
         pass
     decode = cpu_seconds() - t0
 
     t0 = cpu_seconds()
-    frames, _ = dc.rendered_frames(xa, ds, 255, None)
+    frames, _ = rendered_frames(xa, ds, 255, None)
     frames = [np.ascontiguousarray(f) for f in frames]
     render_total = cpu_seconds() - t0
-    rate = dc.frame_timing(ds, n, None).rate
+    rate = frame_timing(ds, n, None).rate
     durations = [1000 / float(rate)] * n
 
     # the GIF, split by wrapping the functions gif_writer calls (one thread: thread CPU time)
     spent = {"fit_within": 0.0, "gif_frame_update": 0.0}
-    originals = {name: getattr(dc, name) for name in spent}
+    originals = {name: getattr(dc_gif, name) for name in spent}
 
     def wrap(name):
         def timed_call(*args, **kwargs):
@@ -384,15 +391,15 @@ def stages_section(xa: Path, scratch: Path, results: dict) -> str:
         return timed_call
 
     for name in spent:
-        setattr(dc, name, wrap(name))
+        setattr(dc_gif, name, wrap(name))
     try:
-        gif_cpu, gif_bytes = gif_size_of(frames, durations, dc.DEFAULT_GIF_MAX_SIZE, scratch, "stage.gif")
+        gif_cpu, gif_bytes = gif_size_of(frames, durations, dc_base.DEFAULT_GIF_MAX_SIZE, scratch, "stage.gif")
     finally:
         for name, fn in originals.items():
-            setattr(dc, name, fn)
+            setattr(dc_gif, name, fn)
     # within gif_frame_update: the quantise step (grey frames' PSNR is worked out on the histogram, inside it)
     sub = {"quantise_grey": 0.0, "psnr": 0.0}
-    sub_originals = {name: getattr(dc, name) for name in sub}
+    sub_originals = {name: getattr(dc_gif, name) for name in sub}
 
     def wrap_sub(name):
         def timed_call(*args, **kwargs):
@@ -404,16 +411,16 @@ def stages_section(xa: Path, scratch: Path, results: dict) -> str:
         return timed_call
 
     for name in sub:
-        setattr(dc, name, wrap_sub(name))
+        setattr(dc_gif, name, wrap_sub(name))
     try:
-        gif_cpu2, _ = gif_size_of(frames, durations, dc.DEFAULT_GIF_MAX_SIZE, scratch, "stage2.gif")
+        gif_cpu2, _ = gif_size_of(frames, durations, dc_base.DEFAULT_GIF_MAX_SIZE, scratch, "stage2.gif")
     finally:
         for name, fn in sub_originals.items():
-            setattr(dc, name, fn)
+            setattr(dc_gif, name, fn)
 
     mp4 = scratch / "stage.mp4"
-    x264_cpu, x264_wall = encode(frames, mp4, rate, dc.DEFAULT_CRF, dc.X264_PRESET, dc.X264_TUNE,
-                                 getattr(dc, "X264_PARAMS", None))
+    x264_cpu, x264_wall = encode(frames, mp4, rate, dc_base.DEFAULT_CRF, dc_base.X264_PRESET, dc_base.X264_TUNE,
+                                 getattr(dc_base, "X264_PARAMS", None))
     mp4.unlink()
 
     # the whole converter, and a bare start-up + import, as processes (wait4)
@@ -428,7 +435,7 @@ def stages_section(xa: Path, scratch: Path, results: dict) -> str:
     out = scratch / "whole"
     whole_cpu, whole_wall = process_cpu([PY, str(CONVERTER), str(xa), "-o", str(out), "-q"])
     import_cpu, import_wall = process_cpu([PY, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                                           "import dicom_converter, numpy, pydicom, PIL.Image, av",
+                                           "import dicom_converter, _dicom_converter.batch, numpy, pydicom, PIL.Image, av",
                                            str(REPO)])
     lut = render_total - decode
     lzw = gif_cpu - spent["fit_within"] - spent["gif_frame_update"]
@@ -441,7 +448,7 @@ def stages_section(xa: Path, scratch: Path, results: dict) -> str:
         ("GIF: PSNR checks (colour frames only)", sub["psnr"]),
         ("GIF: rest of gif_frame_update (histogram, unchanged runs)", update_rest),
         ("GIF: LZW + crop + writing (GifImagePlugin.getdata, the rest of write)", lzw),
-        (f"x264 encode ({dc.X264_PRESET}, crf {dc.DEFAULT_CRF}, tune {dc.X264_TUNE}), incl. gray->yuv420p", x264_cpu),
+        (f"x264 encode ({dc_base.X264_PRESET}, crf {dc_base.DEFAULT_CRF}, tune {dc_base.X264_TUNE}), incl. gray->yuv420p", x264_cpu),
         ("interpreter start-up + imports (python3 -c 'import dicom_converter, numpy, pydicom, PIL, av')", import_cpu),
     ]
     total = sum(v for _, v in parts)

@@ -22,12 +22,12 @@ import urllib.request
 from fractions import Fraction
 from pathlib import Path
 
+import browser
 import numpy as np
 import pytest
+from conftest import run_cli, testdata
 from PIL import Image, ImageSequence
 
-import browser
-from conftest import run_cli, testdata
 from _dicom_converter.base import DEFAULT_GIF_MAX_SIZE
 from _dicom_converter.gif import GIF_MIN_PSNR_COLOUR, GIF_MIN_PSNR_GREY
 from _dicom_converter.pixels.display import rendered_frames

@@ -36,9 +36,9 @@ from PIL import Image, ImageSequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import ROOT, testdata  # noqa: E402
+
 from _dicom_converter.cli import build_parser, main
 from _dicom_converter.inputs import output_stem
-
 
 READMES = (ROOT / "README.md", ROOT / "README_CN.md")
 DATA = ROOT / "dicom_data"

@@ -16,15 +16,15 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from pydicom.data import get_testdata_file
 from pydicom.dataelem import RawDataElement
 
-from conftest import ROOT
-from _dicom_converter.dump import dump_dataset, _raw_formatting_allowed
+from _dicom_converter import dump
+from _dicom_converter.dump import _raw_formatting_allowed, dump_dataset
 from _dicom_converter.reading import _dcmread, read_dataset
 from _dicom_converter.redaction import deidentified
 from _dicom_converter.text import metadata_text
-from _dicom_converter import dump
 
 
 def _inputs() -> list[tuple[str, Path]]:

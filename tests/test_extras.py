@@ -22,9 +22,9 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
+from conftest import ROOT, copy_inputs, index_cards, index_urls, run_cli, testdata
 from PIL import Image, ImageSequence
 
-from conftest import ROOT, copy_inputs, index_cards, index_urls, run_cli, testdata
 from _dicom_converter.pixels.display import rendered_frames
 from _dicom_converter.reading import read_dataset
 

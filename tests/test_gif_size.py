@@ -14,11 +14,11 @@ import io
 
 import numpy as np
 import pytest
+from conftest import testdata, write_gif
 from PIL import Image, ImageSequence
 
-from conftest import testdata, write_gif
 from _dicom_converter.base import DEFAULT_GIF_MAX_SIZE
-from _dicom_converter.gif import channel_error, GIF_COLOUR_MAX_ERROR, GIF_MIN_PSNR_GREY, psnr, quantise_colour
+from _dicom_converter.gif import GIF_COLOUR_MAX_ERROR, GIF_MIN_PSNR_GREY, channel_error, psnr, quantise_colour
 from _dicom_converter.pixels.display import rendered_frames
 from _dicom_converter.reading import read_dataset
 from _dicom_converter.writers import fit_within

@@ -17,10 +17,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
+import browser
 import numpy as np
 import pytest
 
-import browser
 from _dicom_converter.index_page import INDEX_DATA_ID, index_page, script_json
 
 SERIES, PER_SERIES = 10, 300

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from conftest import copy_inputs, run_cli, testdata
 from pydicom.data import get_charset_files
 
-from conftest import copy_inputs, run_cli, testdata
 from _dicom_converter.cli import main
 from _dicom_converter.inputs import output_stem
 

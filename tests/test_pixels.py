@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from conftest import ROOT, run_cli, testdata
 from PIL import Image, ImageSequence
 from pydicom.dataset import Dataset
 
-from conftest import ROOT, run_cli, testdata
 from _dicom_converter.base import ENV_HELPER_PIXELS, Unsupported
 from _dicom_converter.cli import main
 from _dicom_converter.gif import GIF_MIN_PSNR_GREY, psnr
 from _dicom_converter.inputs import output_stem
 from _dicom_converter.pixels.display import (
+    _SHARED_LUTS,
     apply_window,
     choose_voi,
     display_values,
@@ -34,7 +35,6 @@ from _dicom_converter.pixels.display import (
     lut_index,
     render_grayscale,
     rendered_frames,
-    _SHARED_LUTS,
 )
 from _dicom_converter.pixels.libjpeg_turbo import use_libjpeg_turbo
 from _dicom_converter.reading import read_dataset

@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from conftest import ROOT, copy_inputs, run_cli, testdata
 from test_safety import assert_outputs_whole, files_under, posix_signals, tree_hashes
+
+from _dicom_converter import writers
 from _dicom_converter.base import ENV_CRASH_ON, ENV_HELPER_PIXELS, ENV_START_METHOD, MAX_STEM_BYTES, Options
 from _dicom_converter.cli import available_memory
 from _dicom_converter.convert import convert_file
 from _dicom_converter.inputs import name_key, output_stem, plan_outputs
 from _dicom_converter.pool import default_jobs
 from _dicom_converter.writers import write_text
-from _dicom_converter import writers
 
 START_METHODS = multiprocessing.get_all_start_methods()
 

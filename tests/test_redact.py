@@ -11,22 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_inputs, run_cli, testdata
 from PIL import Image
 
-from conftest import copy_inputs, run_cli, testdata
 from _dicom_converter.dump import text_of
 from _dicom_converter.pixels.display import rendered_frames
 from _dicom_converter.reading import is_multi, read_dataset
 from _dicom_converter.redaction import (
+    CONTENT_SEQUENCE,
+    EMPTIED_ACTIONS,
+    REMOVED_ACTIONS,
     blank_mask,
     burned_in_text_plan,
-    CONTENT_SEQUENCE,
     deidentified,
-    EMPTIED_ACTIONS,
     identifying_strings,
     profile_action,
     profile_table,
-    REMOVED_ACTIONS,
     replace_uid,
 )
 

@@ -16,12 +16,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from conftest import run_cli
 from _dicom_converter.base import CorruptFile
 from _dicom_converter.kinds.reports.content import SR_MAX_DEPTH, WITHHELD
 from _dicom_converter.kinds.reports.writer import structured_report

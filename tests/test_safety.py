@@ -15,9 +15,9 @@ from pathlib import Path
 import av
 import pydicom
 import pytest
+from conftest import ROOT, copy_inputs, run_cli, testdata
 from PIL import Image, ImageSequence
 
-from conftest import ROOT, copy_inputs, run_cli, testdata
 from _dicom_converter.base import ENV_CRASH_ON, Options
 from _dicom_converter.inputs import plan_outputs
 from _dicom_converter.pool import convert_all

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import index_cards, run_cli, testdata
 from PIL import Image
 
-from conftest import index_cards, run_cli, testdata
 from _dicom_converter.kinds.segmentations import cielab_to_srgb, segmentation_slices
 from _dicom_converter.reading import read_dataset
 
@@ -103,7 +103,6 @@ def ct_under_liver(folder):
     positions and orientation), a diagonal ramp of HU with a soft-tissue window: the images a
     segmentation is drawn over when they are converted in the same run."""
     import pydicom
-
     from test_extras import write_image
 
     liver = pydicom.dcmread(testdata("liver.dcm"))

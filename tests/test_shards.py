@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_cli, testdata
+
 from _dicom_converter.inputs import find_files
-from _dicom_converter.manifest import in_shard, REDACT_SECRET, shard_secret
+from _dicom_converter.manifest import REDACT_SECRET, in_shard, shard_secret
 from _dicom_converter.reading import read_dataset
 
 FOLDERS = {  # a small archive: several folders, names that collide, a non-DICOM file

@@ -11,11 +11,11 @@ import random
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
 from _dicom_converter.classify import multiframe_kind
-from _dicom_converter.kinds.slides import slide_layout, SlideLayout, stitched_slide
+from _dicom_converter.kinds.slides import SlideLayout, slide_layout, stitched_slide
 from _dicom_converter.reading import read_dataset
 from _dicom_converter.redaction import burned_in_text_plan
 

@@ -8,13 +8,13 @@ from fractions import Fraction
 import av
 import pydicom
 import pytest
+from conftest import testdata
 from pydicom.dataset import Dataset
 
-from conftest import testdata
 from _dicom_converter.base import DEFAULT_FPS
 from _dicom_converter.cli import main
 from _dicom_converter.gif import gif_durations
-from _dicom_converter.timing import frame_timing, _rate_of
+from _dicom_converter.timing import _rate_of, frame_timing
 
 FRAME_TIME = 0x00181063          # (0018,1063) Frame Time
 FRAME_TIME_VECTOR = 0x00181065   # (0018,1065) Frame Time Vector

@@ -11,8 +11,8 @@ import io
 
 import numpy as np
 import pytest
-
 from conftest import index_cards, run_cli
+
 from _dicom_converter.inputs import plan_outputs
 from _dicom_converter.kinds.video import GIF_MAX_VIDEO_FRAMES
 
@@ -357,8 +357,8 @@ def test_redact_blanks_outside_the_ultrasound_regions_by_reencoding(tmp_path):
     """A copied stream cannot be blanked: under --redact with a region to keep, the frames are
     decoded, blanked and re-encoded, and no pixel outside the region reaches the MP4 or poster."""
     import av
-    from pydicom.dataset import Dataset
     from PIL import Image
+    from pydicom.dataset import Dataset
 
     region = Dataset()
     region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0

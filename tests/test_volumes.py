@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import run_cli, testdata
 from PIL import Image
 
-from conftest import run_cli, testdata
 from _dicom_converter.classify import multiframe_kind, object_kind
 from _dicom_converter.geometry import frame_positions, volume_order
-from _dicom_converter.kinds.dose import dose_colour_lut, DOSE_SCALE_WIDTH, DOSE_WASH_FROM, DOSE_WASH_OPACITY
+from _dicom_converter.kinds.dose import DOSE_SCALE_WIDTH, DOSE_WASH_FROM, DOSE_WASH_OPACITY, dose_colour_lut
 from _dicom_converter.pixels.display import rendered_frames
 from _dicom_converter.reading import read_dataset
 from _dicom_converter.writers import contact_sheet_writer
@@ -153,7 +153,6 @@ def ct_under_dose(folder, planes=(0, 7, 14)):
     exactly 2 x 2 of their pixels (no pixel centre on a voxel edge); a flat 40 HU with a soft-
     tissue window (displayed 128: the window centre)."""
     import pydicom
-
     from test_extras import write_image
 
     dose = pydicom.dcmread(testdata("rtdose.dcm"))

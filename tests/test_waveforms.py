@@ -6,36 +6,36 @@ import wave
 
 import numpy as np
 import pytest
+from conftest import index_cards, run_cli
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from conftest import index_cards, run_cli
 from _dicom_converter.base import CorruptFile, Options
 from _dicom_converter.kinds.waveforms import (
-    channel_label,
-    ecg_baseline,
     ECG_MARGIN_MM,
-    ecg_page,
     ECG_ROW_MM,
-    ecg_x0,
-    g711_to_linear,
     GAIN,
     GRID_MAJOR,
     GRID_MINOR,
-    is_audio,
-    is_ecg,
-    main_and_median,
-    nice_ticks,
     PAPER_SPEED,
-    pcm16,
     PX_PER_MM,
     STANDARD_LEADS,
     STRIP_HEIGHT,
     STRIP_LEFT,
     STRIP_WIDTH,
+    channel_label,
+    ecg_baseline,
+    ecg_page,
+    ecg_x0,
+    g711_to_linear,
+    is_audio,
+    is_ecg,
+    main_and_median,
+    nice_ticks,
+    pcm16,
     strips_page,
     value_range,
     waveform_groups,

@@ -8,10 +8,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
+from conftest import write_gif, write_mp4
 from PIL import Image, ImageSequence
 
-from conftest import write_gif, write_mp4
 from _dicom_converter.gif import GIF_MIN_PSNR_COLOUR, GIF_MIN_PSNR_GREY, psnr
 from _dicom_converter.job import in_own_thread
 from _dicom_converter.writers import staged_outputs, write_png

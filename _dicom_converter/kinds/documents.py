@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
 from _dicom_converter.base import CorruptFile
-from _dicom_converter.sop import DOCUMENT_CLASSES
 from _dicom_converter.dump import text_of
+from _dicom_converter.sop import DOCUMENT_CLASSES
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
     from _dicom_converter.job import Conversion
 
 

@@ -4,22 +4,22 @@ its frame of reference when the run has it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import functools
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from _dicom_converter.base import CorruptFile, Unsupported
-from _dicom_converter.reading import read_dataset
-from _dicom_converter.pixels.decode import decode_frames
-from _dicom_converter.pixels.display import clip_stored_range
-from _dicom_converter.redaction import shown_image
 from _dicom_converter.geometry import volume_order
 from _dicom_converter.job import check_frames, write_slices
+from _dicom_converter.pixels.decode import decode_frames
+from _dicom_converter.pixels.display import clip_stored_range
+from _dicom_converter.reading import read_dataset
+from _dicom_converter.redaction import shown_image
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
+
     from _dicom_converter.base import Options
     from _dicom_converter.job import Conversion
 

@@ -5,11 +5,12 @@ the file's own rate, and files with no pixels as metadata only.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
 from _dicom_converter.base import CorruptFile
+from _dicom_converter.job import check_frames, display_frames, write_cine, write_one_frame
+from _dicom_converter.pixels.display import is_colour, rendered_frames
 from _dicom_converter.reading import check_memory, check_pixel_data_length
 from _dicom_converter.timing import frame_timing
-from _dicom_converter.pixels.display import is_colour, rendered_frames
-from _dicom_converter.job import check_frames, display_frames, write_cine, write_one_frame
 
 if TYPE_CHECKING:
     from _dicom_converter.job import Conversion

@@ -4,20 +4,20 @@ images it segments when the run has them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-from _dicom_converter.reading import number_of_frames, read_dataset
-from _dicom_converter.pixels.decode import decode_frames
 from _dicom_converter.dump import text_of
-from _dicom_converter.redaction import shown_image
 from _dicom_converter.geometry import along_normal, frame_positions
 from _dicom_converter.job import check_frames, write_one_frame, write_slices
+from _dicom_converter.pixels.decode import decode_frames
+from _dicom_converter.reading import number_of_frames, read_dataset
+from _dicom_converter.redaction import shown_image
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
+
     from _dicom_converter.base import Options
     from _dicom_converter.job import Conversion
 

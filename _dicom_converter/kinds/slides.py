@@ -3,18 +3,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import dataclasses
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from _dicom_converter.base import CorruptFile, Unsupported
-from _dicom_converter.reading import check_pixel_data_length, number_of_frames
 from _dicom_converter.pixels.display import rendered_frames
+from _dicom_converter.reading import check_pixel_data_length, number_of_frames
 from _dicom_converter.writers import write_png
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
+
     from _dicom_converter.job import Conversion
 
 

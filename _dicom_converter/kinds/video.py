@@ -4,27 +4,27 @@ without re-encoding, and a GIF preview.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import contextlib
 import dataclasses
 import itertools
 import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from _dicom_converter.base import CorruptFile, first_line
-from _dicom_converter.sop import VIDEO_SYNTAXES
+from _dicom_converter.gif import gif_writer
+from _dicom_converter.job import in_own_thread
 from _dicom_converter.reading import number_of_frames, transfer_syntax_of
+from _dicom_converter.redaction import is_deferred
+from _dicom_converter.sop import VIDEO_SYNTAXES
 from _dicom_converter.timing import frame_timing
 from _dicom_converter.writers import mp4_writer, write_png
-from _dicom_converter.gif import gif_writer
-from _dicom_converter.redaction import is_deferred
-from _dicom_converter.job import in_own_thread
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
+
     from _dicom_converter.job import Conversion
 
 

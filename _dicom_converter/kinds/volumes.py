@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
 from _dicom_converter.geometry import volume_order
 from _dicom_converter.job import check_frames, display_frames, write_slices
 

@@ -4,17 +4,18 @@ channel, and audio as WAV.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import dataclasses
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _dicom_converter.base import CorruptFile
 from _dicom_converter.writers import write_png
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
+
     from _dicom_converter.job import Conversion
 
 

@@ -4,17 +4,16 @@ decoders (libjpeg-turbo first for JPEG), with decoder failures as one clear erro
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from _dicom_converter.base import CorruptFile, ENV_CRASH_ON, environment_setting, first_line, Unsupported
-from _dicom_converter.reading import _dcmread, transfer_syntax_of
+from _dicom_converter.base import ENV_CRASH_ON, CorruptFile, Unsupported, environment_setting, first_line
 from _dicom_converter.pixels.libjpeg_turbo import TURBO_SYNTAXES, use_libjpeg_turbo
+from _dicom_converter.reading import _dcmread, transfer_syntax_of
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
 
 
 def decode_frames(path: Path, ds: Dataset, order: list[int] | None = None) -> Iterator[np.ndarray]:

@@ -8,18 +8,17 @@ colour (RGB, YBR_*, PALETTE COLOR) becomes 8-bit RGB.  Overlays (C.9) are drawn 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import dataclasses
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-from _dicom_converter.base import CLIP_CACHE_BYTES, CorruptFile, first_line, Unsupported
-from _dicom_converter.reading import is_multi, number_of_frames
+from _dicom_converter.base import CLIP_CACHE_BYTES, CorruptFile, Unsupported, first_line
 from _dicom_converter.pixels.decode import decode_frames
+from _dicom_converter.reading import is_multi, number_of_frames
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
 
 
 def frame_attributes(ds: Dataset, index: int) -> Dataset:

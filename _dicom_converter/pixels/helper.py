@@ -4,18 +4,17 @@ through a pipe.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from _dicom_converter.base import ConversionError, CorruptFile, ENV_HELPER_PIXELS, environment_setting, first_line
-from _dicom_converter.reading import read_dataset, transfer_syntax_of
-from _dicom_converter.pixels.libjpeg_turbo import TURBO_SYNTAXES
+from _dicom_converter.base import ENV_HELPER_PIXELS, ConversionError, CorruptFile, environment_setting, first_line
 from _dicom_converter.pixels.display import rendered_frames
+from _dicom_converter.pixels.libjpeg_turbo import TURBO_SYNTAXES
+from _dicom_converter.reading import read_dataset, transfer_syntax_of
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
     import numpy as np
+    from pydicom.dataset import Dataset
 
 
 # Clips with more pixels than this are decoded in a helper process while this one

@@ -4,9 +4,8 @@ the report's page and outline share.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import dataclasses
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 from _dicom_converter.base import CorruptFile

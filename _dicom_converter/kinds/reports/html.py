@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from html import escape
+from typing import TYPE_CHECKING
 
-from _dicom_converter.kinds.reports.content import KEY_OBJECT_SELECTION_CLASS, _media_of, _relationship_label, Shown
+from _dicom_converter.kinds.reports.content import KEY_OBJECT_SELECTION_CLASS, Shown, _media_of, _relationship_label
 from _dicom_converter.kinds.reports.outline import dose_tables, key_object_description, key_objects
 
 if TYPE_CHECKING:
@@ -14,9 +14,6 @@ if TYPE_CHECKING:
     from _dicom_converter.kinds.reports.outline import DoseTable
 
 
-# -----------------------------------------------------------------------------
-# The HTML page
-# -----------------------------------------------------------------------------
 REPORT_STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:1em auto;max-width:60em;padding:0 1em;color:#222;background:#fafafa;overflow-wrap:anywhere}
 h1{font-size:1.45em}h2{font-size:1.25em;border-bottom:1px solid #ccc}h3{font-size:1.1em}h4,h5,h6{font-size:1em}

@@ -4,15 +4,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import dataclasses
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
+from _dicom_converter.kinds.reports.content import (
+    DOSE_HEADLINES,
+    DOSE_REPORT_CLASSES,
+    EVENT_PROTOCOL,
+    EVENT_TARGET_REGION,
+    KEY_OBJECT_DESCRIPTION,
+    KEY_OBJECT_SELECTION_CLASS,
+    Shown,
+    _get,
+    _items,
+    _plain,
+    sop_class_name,
+)
 from _dicom_converter.values import date_text, datetime_text, person_name_text, sex_text, string_value, time_text
-from _dicom_converter.kinds.reports.content import DOSE_HEADLINES, DOSE_REPORT_CLASSES, EVENT_PROTOCOL, EVENT_TARGET_REGION, _get, _items, KEY_OBJECT_DESCRIPTION, KEY_OBJECT_SELECTION_CLASS, _plain, Shown, sop_class_name
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
     from _dicom_converter.kinds.reports.content import ContentItem, Report, _Reading
 
 

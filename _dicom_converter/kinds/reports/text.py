@@ -4,18 +4,16 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
 from _dicom_converter.kinds.reports.content import KEY_OBJECT_SELECTION_CLASS, _relationship_label
-from _dicom_converter.kinds.reports.outline import dose_tables, key_object_description, key_objects
 from _dicom_converter.kinds.reports.html import code_shown_of, withheld_notice
+from _dicom_converter.kinds.reports.outline import dose_tables, key_object_description, key_objects
 
 if TYPE_CHECKING:
     from _dicom_converter.kinds.reports.content import ContentItem, Report, Shown
     from _dicom_converter.kinds.reports.outline import DoseTable
 
 
-# -----------------------------------------------------------------------------
-# The plain text
-# -----------------------------------------------------------------------------
 def report_text(report: Report) -> str:
     """The same content as the page, as an indented outline of "Concept: value" lines."""
     lines = []

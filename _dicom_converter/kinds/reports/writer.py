@@ -3,20 +3,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from _dicom_converter.kinds.reports.content import Report, _code_meaning, _first, _get, _Reading
+from _dicom_converter.kinds.reports.html import report_html
+from _dicom_converter.kinds.reports.outline import document_header
+from _dicom_converter.kinds.reports.text import report_text
 from _dicom_converter.values import string_value
 from _dicom_converter.writers import write_text
-from _dicom_converter.kinds.reports.content import _code_meaning, _first, _get, _Reading, Report
-from _dicom_converter.kinds.reports.outline import document_header
-from _dicom_converter.kinds.reports.html import report_html
-from _dicom_converter.kinds.reports.text import report_text
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
     from _dicom_converter.job import Conversion
 
 

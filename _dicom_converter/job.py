@@ -92,23 +92,68 @@ def display_frames(job: Conversion, order: list[int] | None = None) -> Iterator[
     return job.blanked(frames)
 
 
-def write_slices(job: Conversion, frames: Iterator[np.ndarray], frames_total: int, ordered_by: str) -> None:
+def write_slices(job: Conversion, frames: Iterator[np.ndarray], frames_total: int, ordered_by: str,
+                 positions: list[float | None] | None = None, orientation=None, legend=None,
+                 trim_right: int = 0) -> None:
     """Frames that are places, not moments: scrolled at --fps or 10 fps ("slices, not time"),
-    with a contact sheet as the PNG and the middle slice as the index page's picture."""
+    with a contact sheet as the PNG and the middle slice as the index page's picture.
+
+    The sheet labels each tile with its slice number and, from `positions` (along the slice
+    normal, in the frames' order) and `orientation` (Image Orientation (Patient)), where it
+    lies (`slice_labels`); `legend` and `trim_right` go to `contact_sheet_writer`."""
     options = job.options
     timing = _constant_timing(Fraction(options.fps or DEFAULT_FPS), frames_total, "slices, not time")
     job.rendering["Slices"] = f"{frames_total}, {ordered_by}"
     job.rendering["FrameRate"] = timing.describe()
-    written = write_cine(frames, job.output, timing, options, sheet=options.write_png,
+    sheet = {"labels": slice_labels(positions or [], orientation), "legend": legend, "trim_right": trim_right}
+    written = write_cine(frames, job.output, timing, options, sheet=sheet if options.write_png else None,
                          thumbnail=(frames_total // 2, job.thumbnail))
     if written != frames_total:
         raise CorruptFile(f"decoded {written} of {frames_total} frames")
 
 
-def write_cine(frames, output, timing: Timing, options: Options, sheet: bool = False,
+# A slice normal within 0.01 degrees of a patient axis is that axis: its labels say "z -149 mm"
+# (the patient coordinate, PS3.3 C.7.6.2.1.1) rather than a distance along an oblique normal.
+AXIS_COSINE = 0.99999998
+
+
+def slice_labels(positions: list[float | None], orientation) -> list[str]:
+    """Where each slice lies, for its tile on the contact sheet: "z -149 mm" when the slice
+    normal (row x column of `orientation`) is a patient axis, else "152.3 mm" along the
+    normal; "" where the position is unknown."""
+    try:
+        r, c = [float(v) for v in orientation[:3]], [float(v) for v in orientation[3:6]]
+        normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+    except (TypeError, ValueError, IndexError):
+        normal = (0.0, 0.0, 0.0)
+    axis = max(range(3), key=lambda k: abs(normal[k]))
+    on_axis = len(orientation or []) == 6 and abs(normal[axis]) >= AXIS_COSINE
+    labels = []
+    for position in positions:
+        if position is None:
+            labels.append("")
+        elif on_axis:
+            labels.append(f"{'xyz'[axis]} {round(position * (1 if normal[axis] > 0 else -1), 2):g} mm")
+        else:
+            labels.append(f"{round(position, 2):g} mm")
+    return labels
+
+
+def frame_orientation(ds: Dataset):
+    """Image Orientation (Patient) of a multi-frame object: shared (C.7.6.16.2.4), else its
+    first frame's, else the top-level attribute; None when it has none."""
+    for group in [*(ds.get("SharedFunctionalGroupsSequence") or [])[:1],
+                  *(ds.get("PerFrameFunctionalGroupsSequence") or [])[:1]]:
+        planes = group.get("PlaneOrientationSequence")
+        if planes and planes[0].get("ImageOrientationPatient") is not None:
+            return planes[0].ImageOrientationPatient
+    return ds.get("ImageOrientationPatient")
+
+
+def write_cine(frames, output, timing: Timing, options: Options, sheet: dict | None = None,
                thumbnail: tuple[int, Callable] | None = None) -> int:
-    """GIF, MP4, (with --frames) a PNG per frame and (with `sheet`) a contact sheet as the
-    PNG, all fed as each frame is decoded.
+    """GIF, MP4, (with --frames) a PNG per frame and (with `sheet`, `contact_sheet_writer`'s
+    labels, legend and trim) a contact sheet as the PNG, all fed as each frame is decoded.
 
     `output` is `staged_outputs`' stager for this file's outputs; `thumbnail` is
     (frame number, a function to give that frame for the index page's picture).
@@ -124,8 +169,8 @@ def write_cine(frames, output, timing: Timing, options: Options, sheet: bool = F
             writers.append(stack.enter_context(in_own_thread(mp4_writer(output(".mp4"), timing.rate, options.crf))))
         if options.write_gif:
             writers.append(stack.enter_context(gif_writer(output(".gif"), timing.durations_ms, options.gif_max_size)))
-        if sheet:
-            writers.append(stack.enter_context(contact_sheet_writer(output(".png"), len(timing.durations_ms))))
+        if sheet is not None:
+            writers.append(stack.enter_context(contact_sheet_writer(output(".png"), len(timing.durations_ms), **sheet)))
         count = 0
         for frame in frames:
             count += 1

@@ -243,37 +243,110 @@ def staged_outputs(stem: Path) -> Iterator:
 
 
 CONTACT_SHEET_WIDTH = 2048  # pixels at most: one picture of the whole volume, light enough to open
+# A mid-grey line between tiles reads against black air and white bone alike, so where one
+# slice ends and the next begins is never a guess; 2 px stays visible once a viewer scales
+# the sheet down by half.
+SHEET_BORDER_PX = 2
+SHEET_BORDER_GREY = 128
+# Tile labels: a 14th of the tile's height, at least 9 px (the smallest size at which the
+# default font's digits stay apart) and at most 16 (small beside a 512 px slice); white with
+# a 1 px black outline, which reads on any pixel beneath it.
+SHEET_LABEL_PX = (9, 16)
+SHEET_LABEL_MARGIN = 3
 
 
 @contextlib.contextmanager
-def contact_sheet_writer(path: Path, count: int, max_width: int = CONTACT_SHEET_WIDTH):
+def contact_sheet_writer(path: Path, count: int, max_width: int = CONTACT_SHEET_WIDTH,
+                         labels: list[str] | None = None, legend=None, trim_right: int = 0):
     """Collect `count` frames into one PNG grid (``write(frame)``), written when done.
 
-    The grid is about square; each slice is scaled down (area averaging) to fit
-    its cell, so the sheet is at most `max_width` wide and holds only itself.
+    The grid is about square, a SHEET_BORDER_PX grey line between tiles; each slice is
+    scaled down (area averaging) to fit its cell, so the grid is at most `max_width` wide,
+    and the sheet holds only itself.  Each tile is labelled in its top left corner with its
+    number (from 1, in the order frames come) and `labels[n]` after it ("z -149 mm") when
+    given and not empty; a label that does not fit its tile is cut to the number, or left
+    out, so that none reaches into the next tile.  `trim_right` columns are cut off each
+    frame first (a per-frame legend), and `legend(height)`, an image of the grid's height
+    with the frames' channels, stands once at the grid's right, past another grey line.
     """
     import math
 
     import numpy as np
 
     columns = max(1, math.ceil(math.sqrt(count)))
+    rows = math.ceil(count / columns)
     state: dict = {"sheet": None, "written": 0}
 
     def write(frame: np.ndarray) -> None:
+        if trim_right:
+            frame = frame[:, :max(1, frame.shape[1] - trim_right)]
         rows_px, cols_px = frame.shape[:2]
-        cell = min(cols_px, max(1, max_width // columns))
+        cell = min(cols_px, max(1, (max_width - (columns - 1) * SHEET_BORDER_PX) // columns))
         tile = fit_within(frame, max(1, round(max(rows_px, cols_px) * cell / cols_px)))
         if state["sheet"] is None:
-            state["cell"] = tile.shape[:2]
-            shape = (math.ceil(count / columns) * tile.shape[0], columns * tile.shape[1]) + frame.shape[2:]
-            state["sheet"] = np.zeros(shape, dtype=frame.dtype)
+            state["cell"] = height, width = tile.shape[:2]
+            state["sheet"] = _empty_sheet(rows, columns, height, width, frame.shape[2:], frame.dtype, legend)
         height, width = state["cell"]
         n = state["written"]
-        top, left = (n // columns) * height, (n % columns) * width
+        top, left = (n // columns) * (height + SHEET_BORDER_PX), (n % columns) * (width + SHEET_BORDER_PX)
         tile = tile[:height, :width]
         state["sheet"][top:top + tile.shape[0], left:left + tile.shape[1]] = tile
+        extra = labels[n] if labels is not None and n < len(labels) else ""
+        _label_tile(state["sheet"][top:top + height, left:left + width], [f"{n + 1}  {extra}", str(n + 1)]
+                    if extra else [str(n + 1)])
         state["written"] += 1
 
     yield write
     if state["sheet"] is not None:
         write_png(state["sheet"], path)
+
+
+def _empty_sheet(rows: int, columns: int, height: int, width: int, channels: tuple, dtype, legend) -> np.ndarray:
+    """The black grid with its grey lines between cells, and `legend` at its right."""
+    import numpy as np
+
+    grid_h = rows * height + (rows - 1) * SHEET_BORDER_PX
+    grid_w = columns * width + (columns - 1) * SHEET_BORDER_PX
+    side = None if legend is None else np.asarray(legend(grid_h))
+    extra = 0 if side is None else SHEET_BORDER_PX + side.shape[1]
+    sheet = np.zeros((grid_h, grid_w + extra) + channels, dtype=dtype)
+    lines = np.arange(SHEET_BORDER_PX)
+    across = (np.arange(1, rows)[:, None] * (height + SHEET_BORDER_PX) - SHEET_BORDER_PX + lines).ravel()
+    down = (np.arange(1, columns)[:, None] * (width + SHEET_BORDER_PX) - SHEET_BORDER_PX + lines).ravel()
+    sheet[across, :grid_w] = SHEET_BORDER_GREY
+    sheet[:, down] = SHEET_BORDER_GREY
+    if side is not None:
+        sheet[:, grid_w:grid_w + SHEET_BORDER_PX] = SHEET_BORDER_GREY
+        sheet[:side.shape[0], grid_w + SHEET_BORDER_PX:] = side[:grid_h].reshape(side[:grid_h].shape[:2] + channels)
+    return sheet
+
+
+@functools.lru_cache(maxsize=8)
+def _label_font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)  # Pillow >= 10.1: the scalable default font
+
+
+def _label_tile(tile: np.ndarray, texts: list[str]) -> None:
+    """The first of `texts` that fits inside `tile` drawn into its top left corner, in place:
+    white outlined in black.  Only the label's own corner goes through Pillow."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    height, width = tile.shape[:2]
+    font = _label_font(min(SHEET_LABEL_PX[1], max(SHEET_LABEL_PX[0], round(height / 14))))
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    for text in texts:
+        left, top, right, bottom = measure.textbbox((SHEET_LABEL_MARGIN, SHEET_LABEL_MARGIN), text, font=font,
+                                                    anchor="lt", stroke_width=1)
+        if right + 1 <= width and bottom + 1 <= height:
+            break
+    else:
+        return
+    corner = tile[:bottom + 1, :right + 1]
+    image = Image.fromarray(np.ascontiguousarray(corner))
+    white, black = (255, 0) if corner.ndim == 2 else ((255,) * corner.shape[2], (0,) * corner.shape[2])
+    ImageDraw.Draw(image).text((SHEET_LABEL_MARGIN, SHEET_LABEL_MARGIN), text, font=font, anchor="lt",
+                               fill=white, stroke_width=1, stroke_fill=black)
+    corner[...] = np.asarray(image).reshape(corner.shape)

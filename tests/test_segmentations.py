@@ -48,6 +48,34 @@ def test_a_binary_segmentation_is_its_colour_on_black_in_slice_order(tmp_path):
     assert "1 Liver (sRGB 217,130,101)" in dict(item["facts"])["Display"] and dict(item["facts"])["Slices"].startswith("3,")
 
 
+def test_the_sheet_labels_each_slice_with_its_place_and_lines_between_them(tmp_path):
+    """liver.dcm's three slices on a 2 x 2 sheet: each tile as its --frames PNG except for its
+    top left corner, where its label is (white outlined in black), a grey line between tiles;
+    the labels name z, as the slices are axial (1,0,0 / 0,1,0)."""
+    from _dicom_converter.geometry import frame_positions
+    from _dicom_converter.job import frame_orientation, slice_labels
+    from _dicom_converter.writers import SHEET_BORDER_GREY, SHEET_BORDER_PX
+
+    run = run_cli(testdata("liver.dcm"), "-o", tmp_path, "--frames")
+    assert run.returncode == 0, run.stdout + run.stderr
+    sheet = np.asarray(Image.open(tmp_path / "liver.png"))
+    pitch = 512 + SHEET_BORDER_PX
+    assert sheet.shape == (2 * 512 + SHEET_BORDER_PX, 2 * 512 + SHEET_BORDER_PX, 3)
+    assert (sheet[512:pitch] == SHEET_BORDER_GREY).all() and (sheet[:, 512:pitch] == SHEET_BORDER_GREY).all()
+    for n in range(3):
+        row, column = divmod(n, 2)
+        tile = sheet[row * pitch:row * pitch + 512, column * pitch:column * pitch + 512]
+        frame = np.asarray(Image.open(tmp_path / "liver_frames" / f"{n + 1:04d}.png"))
+        differs = np.argwhere((tile != frame).any(axis=2))
+        assert len(differs) > 40 and differs[:, 0].max() < 24 and differs[:, 1].max() < 160, n
+        assert (tile[:24, :160] >= 200).all(axis=2).any() and (tile[:24, :160] <= 40).all(axis=2).any()
+    assert not sheet[pitch:, pitch:].any()  # the fourth cell: no slice
+    ds = read_dataset(testdata("liver.dcm"))
+    positions = frame_positions(ds)
+    shown = [positions[group[0][0]] for group in segmentation_slices(ds)]
+    assert slice_labels(shown, frame_orientation(ds)) == ["z -128.69 mm", "z -127.69 mm", "z -126.69 mm"]
+
+
 def test_a_fractional_segmentation_by_opacity(tmp_path):
     """liver.dcm made FRACTIONAL: 8-bit values 128 inside the liver, Maximum Fractional Value 255."""
     from pydicom.uid import ExplicitVRLittleEndian

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from _dicom_converter.base import CorruptFile, Unsupported
-from _dicom_converter.geometry import volume_order
+from _dicom_converter.geometry import along_normal, volume_order
 from _dicom_converter.job import check_frames, write_slices
 from _dicom_converter.pixels.decode import decode_frames
 from _dicom_converter.pixels.display import clip_stored_range
@@ -30,6 +30,8 @@ DOSE_COLOURS = ((0.0, (0, 0, 0)), (0.15, (0, 0, 255)), (0.35, (0, 255, 255)), (0
                 (0.75, (255, 255, 0)), (0.9, (255, 0, 0)), (1.0, (255, 255, 255)))
 DOSE_MIN_HEIGHT = 256  # dose grids are coarse (a few mm a voxel): planes are enlarged to at least this, by whole voxels
 DOSE_SCALE_WIDTH = 88  # pixels beside each plane: the colour bar and its labels in Gy
+DOSE_LEGEND_PX = 14  # the text of the contact sheet's one colour bar
+DOSE_LEGEND_BAR = 16  # its width
 
 
 def dose_colour_lut() -> np.ndarray:
@@ -49,9 +51,10 @@ def dose_units(ds: Dataset) -> tuple[float, str]:
     return float(ds.get("DoseGridScaling") or 1.0), "Gy" if units == "GY" else ("rel." if units == "RELATIVE" else units or "?")
 
 
-def dose_frames(path: Path, ds: Dataset, order: list[int]) -> tuple[Iterator[np.ndarray], str]:
-    """The dose planes of an RT Dose (PS3.3 C.8.8.3) in `order`, coloured from 0 to the
-    volume's maximum, each with a scale bar in Gy (Dose Grid Scaling x stored value)."""
+def dose_frames(path: Path, ds: Dataset, order: list[int]) -> tuple[Iterator[np.ndarray], str, float]:
+    """The dose planes of an RT Dose (PS3.3 C.8.8.3) in `order`, all coloured on one scale from
+    0 to the volume's maximum (returned last), each with that scale bar in Gy (Dose Grid
+    Scaling x stored value) beside it."""
     import numpy as np
 
     scaling, unit = dose_units(ds)
@@ -66,7 +69,7 @@ def dose_frames(path: Path, ds: Dataset, order: list[int]) -> tuple[Iterator[np.
             plane = lut[np.clip(np.rint(fraction * 255), 0, 255).astype(np.uint8)]
             yield np.concatenate([_enlarged(plane), scale], axis=1)
 
-    return frames(), f"dose 0 to {top:.4g} {unit} (Dose Grid Scaling {scaling:g}), colour scale beside each plane"
+    return frames(), f"dose 0 to {top:.4g} {unit} (Dose Grid Scaling {scaling:g}), colour scale beside each plane", top
 
 
 def _is_axial(ds: Dataset) -> bool:
@@ -78,9 +81,10 @@ DOSE_WASH_FROM = 0.05  # of the maximum dose: below it the CT is left untinted
 
 
 def dose_over_images(path: Path, ds: Dataset, images: tuple[Path, ...], options: Options
-                     ) -> tuple[Iterator[np.ndarray], str, int]:
+                     ) -> tuple[Iterator[np.ndarray], str, list[float], float]:
     """The dose sampled onto the images of its frame of reference (the planning CT), slice by
-    slice along z: each image with the dose wash over it and the scale beside it.
+    slice along z: each image with the dose wash over it and the scale (one for all, 0 to the
+    volume's maximum) beside it; also each image's z and that maximum.
 
     Axial grids only (the dose's and each image's orientation 1,0,0 / 0,1,0): each image pixel
     takes the nearest dose voxel in x and y (Image Position + Pixel Spacing, PS3.3 C.7.6.2)
@@ -131,7 +135,7 @@ def dose_over_images(path: Path, ds: Dataset, images: tuple[Path, ...], options:
 
     text = (f"dose 0 to {top:.4g} {unit} over {len(placed)} images of its frame of reference "
             f"(wash at {DOSE_WASH_OPACITY:.0%} from {DOSE_WASH_FROM:.0%} of the maximum)")
-    return frames(), text, len(placed)
+    return frames(), text, [z for z, _, _ in placed], top
 
 
 def _enlarged(plane: np.ndarray) -> np.ndarray:
@@ -160,6 +164,36 @@ def dose_scale(height: int, top: float, unit: str) -> np.ndarray:
     return np.asarray(image)
 
 
+def dose_legend(height: int, top: float, unit: str) -> np.ndarray:
+    """The contact sheet's one colour bar, `height` tall: its unit above ("Gy", or "relative
+    dose" for RELATIVE), the bar below (maximum at the top), and 0, the maximum and the steps
+    between labelled at its right, as many as fit without touching (five, three or two)."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=DOSE_LEGEND_PX)
+    title = {"Gy": "Gy", "rel.": "relative dose"}.get(unit, unit)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin, line = 6, round(DOSE_LEGEND_PX * 1.3)
+    bar_top = margin + line + line // 2 + margin  # the top value's label, centred on the bar's top, clears the unit
+    bar_bottom = max(bar_top + 2, height - margin - line // 2)
+    span = bar_bottom - bar_top
+    steps = next((n for n in (4, 2, 1) if span / n >= 2 * line), 1)
+    texts = [(k / steps, f"{top * k / steps:.3g}") for k in range(steps + 1)]
+    labels_w = max(measure.textlength(text, font=font) for _, text in texts)
+    width = round(max(measure.textlength(title, font=font), DOSE_LEGEND_BAR + margin + labels_w)) + 2 * margin
+    legend = np.zeros((height, width, 3), dtype=np.uint8)
+    levels = np.linspace(255, 0, max(1, min(span, height - bar_top))).round().astype(np.uint8)
+    legend[bar_top:bar_top + len(levels), margin:margin + DOSE_LEGEND_BAR] = dose_colour_lut()[levels][:, None, :]
+    image = Image.fromarray(legend)
+    draw = ImageDraw.Draw(image)
+    draw.text((margin, margin), title, fill=(255, 255, 255), font=font, anchor="lt")
+    for fraction, text in texts:
+        y = round(bar_top + (1 - fraction) * (len(levels) - 1))
+        draw.text((margin + DOSE_LEGEND_BAR + margin, y), text, fill=(255, 255, 255), font=font, anchor="lm")
+    return np.asarray(image)
+
+
 def write_dose(job: Conversion, kind: str) -> None:
     """An RT Dose: its planes in colour with a scale in Gy, drawn over the images of its frame of
     reference when this run has them (`job.images`), else plane by plane in grid order."""
@@ -168,11 +202,31 @@ def write_dose(job: Conversion, kind: str) -> None:
     order, ordered_by = volume_order(ds)
     if job.plan is not None and job.plan.action == "blank":
         raise Unsupported("--redact found rectangles to blank in a dose grid, which it cannot do")
+    _, unit = dose_units(ds)
     if job.images:
-        frames, job.rendering["Display"], frames_total = dose_over_images(source, ds, job.images, options)
+        frames, job.rendering["Display"], positions, top = dose_over_images(source, ds, job.images, options)
+        frames_total = len(positions)
         if not frames_total:
             raise CorruptFile("none of the images of its frame of reference lies within the dose grid")
         ordered_by = "the images' positions in z"
+        orientation = (1, 0, 0, 0, 1, 0)  # dose_over_images draws axial images only
     else:
-        frames, job.rendering["Display"] = dose_frames(source, ds, order)
-    write_slices(job, frames, frames_total, ordered_by)
+        frames, job.rendering["Display"], top = dose_frames(source, ds, order)
+        positions, orientation = dose_plane_positions(ds, order), ds.get("ImageOrientationPatient")
+    # the sheet shows the one scale once, beside its grid, rather than on every tile
+    write_slices(job, frames, frames_total, ordered_by, positions, orientation,
+                 legend=functools.partial(dose_legend, top=top, unit=unit), trim_right=DOSE_SCALE_WIDTH)
+
+
+def dose_plane_positions(ds: Dataset, order: list[int]) -> list[float | None]:
+    """Each plane's position along the slice normal, in `order`: Image Position (Patient) plus
+    its Grid Frame Offset Vector value (C.8.8.3.2: offsets along the normal when the first is
+    0, else the planes' z, which the standard allows for axial grids only)."""
+    try:
+        offsets = [float(v) for v in ds.GridFrameOffsetVector]
+    except (AttributeError, TypeError, ValueError):
+        return []
+    origin = along_normal(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"))
+    if offsets and offsets[0] != 0:
+        return [offsets[n] if n < len(offsets) else None for n in order]
+    return [origin + offsets[n] if origin is not None and n < len(offsets) else None for n in order]

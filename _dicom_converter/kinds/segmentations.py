@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from _dicom_converter.dump import text_of
 from _dicom_converter.geometry import along_normal, frame_positions
-from _dicom_converter.job import check_frames, write_one_frame, write_slices
+from _dicom_converter.job import check_frames, frame_orientation, write_one_frame, write_slices
 from _dicom_converter.pixels.decode import decode_frames
 from _dicom_converter.reading import number_of_frames, read_dataset
 from _dicom_converter.redaction import shown_image
@@ -167,4 +167,6 @@ def write_segmentation(job: Conversion, kind: str) -> None:
     frames = job.blanked(frames)
     if len(slices) == 1:
         return write_one_frame(job, frames, False)
-    write_slices(job, frames, len(slices), "by position along the slice normal")
+    positions = frame_positions(ds)
+    shown = [positions[group[0][0]] if group[0][0] < len(positions) else None for group in slices]
+    write_slices(job, frames, len(slices), "by position along the slice normal", shown, frame_orientation(ds))

@@ -7,6 +7,7 @@ import wave
 import numpy as np
 import pytest
 from conftest import index_cards, run_cli
+from PIL import Image
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -26,16 +27,22 @@ from _dicom_converter.kinds.waveforms import (
     STRIP_HEIGHT,
     STRIP_LEFT,
     STRIP_WIDTH,
+    TEXT_PX,
     channel_label,
     ecg_baseline,
     ecg_page,
     ecg_x0,
+    family_first,
     g711_to_linear,
+    header_lines,
+    heart_rate,
     is_audio,
     is_ecg,
     main_and_median,
     nice_ticks,
+    patient_line,
     pcm16,
+    r_peaks,
     strips_page,
     value_range,
     waveform_groups,
@@ -254,6 +261,98 @@ def test_header_has_time_rate_filters_and_annotations(ecg, groups):
     assert "QT Interval" not in median and "(II, III," in median
 
 
+def test_the_header_names_the_patient_unless_redacted_and_gives_the_heart_rate(ecg, groups):
+    """waveform_ecg.dcm gives no heart rate but an RR Interval of 982 ms: 61 bpm from the file."""
+    main, _ = main_and_median(groups)
+    lines = header_lines(ecg, main, identify=True)
+    assert lines[0] == "Anonymous · ID 642341 · 2013-01-25 10:59:19"  # the name has no given part
+    (rate,) = [part for part in lines[-1].split("; ") if part.startswith("HR ")]
+    assert rate == "HR 61 bpm (from the file's RR interval)"
+    assert 40 <= heart_rate(ecg, main)[0] <= 200
+    anonymous = "\n".join(header_lines(ecg, main))  # identify is off unless asked for
+    assert "Anonymous" not in anonymous and "642341" not in anonymous and "HR 61 bpm" in anonymous
+    shown = as_shown(ecg, Options(redact_salt="test"))  # as --redact hands it to the writer
+    redacted = "\n".join(header_lines(shown, main, identify=False))
+    assert "Anonymous" not in redacted and "642341" not in redacted and "2013" not in redacted
+    assert "HR 61 bpm (from lead II R peaks)" in redacted  # the profile removes the annotations
+    assert not any(line.startswith("HR") for line in header_lines(ecg, groups[1]))  # one beat gives no rate
+
+
+def without_annotations(ecg):
+    """waveform_ecg.dcm with its Waveform Annotation Sequence removed: no measurement to read."""
+    import copy
+
+    bare = copy.deepcopy(ecg)
+    del bare.WaveformAnnotationSequence
+    return bare
+
+
+def test_the_heart_rate_from_lead_ii_agrees_with_the_files_rr_interval(ecg, groups):
+    main, _ = main_and_median(groups)
+    rate, source = heart_rate(without_annotations(ecg), main)
+    assert source == "from lead II R peaks" and rate == pytest.approx(60000 / 982, abs=1.5)
+    peaks = r_peaks(main.values[:, main.labels.index("II")], main.rate)
+    assert len(peaks) in (10, 11) and (np.diff(peaks) > 900).all() and (np.diff(peaks) < 1060).all()
+    assert not len(r_peaks(np.zeros(5000), 1000)) and not len(r_peaks(np.full(5000, np.nan), 1000))
+
+
+def with_heart_rate(ecg, code, value):
+    """waveform_ecg.dcm with one more annotation of group 1: a Numeric Value `value` /min under
+    the concept `code` (value, scheme, meaning), as a cart that measures the rate writes it."""
+    import copy
+
+    marked = copy.deepcopy(ecg)
+    item, name, unit = Dataset(), Dataset(), Dataset()
+    name.CodeValue, name.CodingSchemeDesignator, name.CodeMeaning = code
+    unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = "/min", "UCUM", "/min"
+    item.ConceptNameCodeSequence, item.MeasurementUnitsCodeSequence = Sequence([name]), Sequence([unit])
+    item.NumericValue, item.ReferencedWaveformChannels = value, [1, 0]
+    marked.WaveformAnnotationSequence.append(item)
+    return marked
+
+
+@pytest.mark.parametrize("code", [("8867-4", "LN", "Heart rate"), ("2:16016", "MDC", "Ventricular Heart Rate"),
+                                  ("X-1", "99LOCAL", "Ventricular heart rate")])
+def test_a_heart_rate_the_file_measured_comes_first(ecg, groups, code):
+    main, _ = main_and_median(groups)
+    lines = header_lines(with_heart_rate(ecg, code, 72), main)
+    assert "HR 72 bpm (from the file)" in lines[-1]
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("DOE^John^Q^Dr^Jr", "DOE, John"), ("Anonymous", "Anonymous"), ("^Madonna", "Madonna"),
+    ("", ""), ("a^b^c^d^e^f^g", "a, b"), (None, ""),  # not a PN: no crash
+])
+def test_the_patient_is_family_first(name, shown):
+    assert family_first(name) == shown
+
+
+def test_a_date_that_does_not_parse_is_shown_as_stored():
+    import warnings
+
+    ds = Dataset()
+    with warnings.catch_warnings():  # pydicom warns of the invalid DT, which is the point
+        warnings.simplefilter("ignore")
+        ds.PatientName, ds.PatientID, ds.AcquisitionDateTime = "Smith^Anna", "77", "yesterday"
+    assert patient_line(ds) == "Smith, Anna · ID 77 · yesterday"
+    ds.AcquisitionDateTime = "20240229083000"
+    assert patient_line(ds, "2024-02-29 08:30:00") == "Smith, Anna · ID 77 · 2024-02-29 08:30:00"
+
+
+def test_the_page_prints_the_patient_line_only_without_redact(tmp_path):
+    """The converted pages: under --redact the header is one line shorter (no patient line), so
+    the grid starts one text line higher."""
+    source = get_testdata_file("waveform_ecg.dcm", download=False)
+    tops = []
+    for flags in ((), ("--redact",)):
+        out = tmp_path / ("redacted" if flags else "plain")
+        run = run_cli(source, "-o", out, *flags)
+        assert run.returncode == 0, run.stdout + run.stderr
+        (png,) = [p for p in out.glob("*.png") if not p.name.endswith("_median.png")]
+        tops.append(grid_top_of(np.asarray(Image.open(png).convert("RGB"))))
+    assert tops[0] - tops[1] == round(TEXT_PX * 1.25)
+
+
 # -----------------------------------------------------------------------------
 # ECG paper
 # -----------------------------------------------------------------------------
@@ -462,8 +561,6 @@ def test_pcm16_of_other_interpretations():
 # -----------------------------------------------------------------------------
 
 def test_an_ecg_becomes_paper_a_median_page_and_a_csv(tmp_path):
-    from PIL import Image
-
     source = get_testdata_file("waveform_ecg.dcm", download=False)
     run = run_cli(source, "-o", tmp_path / "out")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -471,13 +568,13 @@ def test_an_ecg_becomes_paper_a_median_page_and_a_csv(tmp_path):
             "group on a page of its own") in run.stdout
     out = tmp_path / "out"
     with Image.open(out / "waveform_ecg.png") as page, Image.open(out / "waveform_ecg_median.png") as median:
-        assert page.mode == median.mode == "RGB" and page.size == (3420, 2348)
+        assert page.mode == median.mode == "RGB" and page.size == (3420, 2348 + round(TEXT_PX * 1.25))  # the patient's line
     with open(out / "waveform_ecg.csv", encoding="utf-8") as f:
         head = next(csv.reader(f))
     assert head[:3] == ["time (s)", "I (µV)", "II (µV)"]
     ((item,),) = [card["items"] for card in index_cards(out / "index.html")]
     assert item["image"] == "waveform_ecg.png"
-    assert ["median beat", "waveform_ecg_median.png"] in item["links"] and ["csv", "waveform_ecg.csv"] in item["links"]
+    assert {"waveform_ecg_median.png", "waveform_ecg.csv"} <= {url for _, url in item["links"]}
 
 
 def test_audio_becomes_a_wav_in_the_index_and_is_withheld_under_redact(tmp_path):

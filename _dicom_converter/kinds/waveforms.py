@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from _dicom_converter.base import CorruptFile
+from _dicom_converter.reading import is_multi
+from _dicom_converter.values import string_value
 from _dicom_converter.writers import write_png
 
 if TYPE_CHECKING:
@@ -284,18 +286,134 @@ def is_audio(ds: Dataset) -> bool:
 # The header: what an ECG cart prints above the traces
 # -----------------------------------------------------------------------------
 
-def waveform_header(ds: Dataset, group: WaveformGroup) -> str:
-    """The lines printed above the traces: when it was recorded, the group and its sampling,
-    the channels' filters (PS3.3 C.10.9.1.4.1) and the annotations of the group
-    (Waveform Annotation Sequence, C.10.10): texts, coded findings and measurements."""
-    first = [WAVEFORM_CLASSES.get(str(ds.get("SOPClassUID", "")), "Waveform"), recording_time(ds)]
+def waveform_header(ds: Dataset, group: WaveformGroup, identify: bool = False) -> str:
+    """The lines printed above the traces (`header_lines`), one string."""
+    return "\n".join(header_lines(ds, group, identify))
+
+
+def header_lines(ds: Dataset, group: WaveformGroup, identify: bool = False) -> list[str]:
+    """The lines printed above the traces: with `identify` (not under --redact), the patient as
+    a cart prints it (`patient_line`); what it is and when it was recorded, the group and its
+    sampling; the channels' filters (PS3.3 C.10.9.1.4.1); the heart rate of an ECG
+    (`heart_rate`) and the annotations of the group (Waveform Annotation Sequence, C.10.10):
+    texts, coded findings and measurements."""
+    when = recording_time(ds)
+    lines = [patient_line(ds, when)] if identify else []
+    first = [WAVEFORM_CLASSES.get(str(ds.get("SOPClassUID", "")), "Waveform"), "" if identify else when]
     first.append(f"{group.label} ({group.originality})" if group.label else group.originality)
     first.append(f"{group.rate:g} Hz, {group.values.shape[1]} channels x {group.duration:g} s")
-    lines = [" · ".join(part for part in first if part), filter_text(group)]
-    annotations = annotation_texts(ds, group)
+    lines += [" · ".join(part for part in first if part), filter_text(group)]
+    rate = heart_rate(ds, group) if is_ecg(ds, group) else None
+    annotations = ([f"HR {rate[0]:.0f} bpm ({rate[1]})"] if rate else []) + annotation_texts(ds, group)
     if annotations:
         lines.append("; ".join(annotations))
-    return "\n".join(line for line in lines if line)
+    return [line for line in lines if line]
+
+
+def patient_line(ds: Dataset, when: str = "") -> str:
+    """Patient's Name ("FAMILY, Given"), Patient ID and when it was acquired (`when`, else the
+    Acquisition DateTime, Acquisition Date or Content Date as stored), as the top of a printed ECG."""
+    stamp = when or string_value(ds.get("AcquisitionDateTime") or ds.get("AcquisitionDate") or ds.get("ContentDate"))
+    patient_id = string_value(ds.get("PatientID"))
+    parts = [family_first(ds.get("PatientName")), f"ID {patient_id}" if patient_id else "", stamp]
+    return " · ".join(part for part in parts if part)
+
+
+def family_first(value) -> str:
+    """A Person Name (PS3.5 6.2.1) as "FAMILY, Given" from pydicom's components (family and
+    given name of the alphabetic group); a value without them, or that pydicom cannot split,
+    as stored with its carets as spaces."""
+    from pydicom.valuerep import PersonName
+
+    if value is None or value == "":
+        return ""
+    try:
+        name = value if isinstance(value, PersonName) else PersonName(string_value(value))
+        family, given = string_value(name.family_name), string_value(name.given_name)
+    except Exception:  # a value pydicom cannot split: as stored
+        family = given = ""
+    if family:
+        return f"{family}, {given}" if given else family
+    return string_value(str(value)).replace("^", " ").strip()
+
+
+# A heart rate the file measured: LOINC 8867-4 "Heart rate", MDC 2:16016 (MDC_ECG_HEART_RATE),
+# or a concept whose name says so ("Ventricular Heart Rate", "Heart Rate").
+HEART_RATE_CODES = {("8867-4", "LN"), ("2:16016", "MDC"), ("MDC_ECG_HEART_RATE", "MDC")}
+RR_INTERVAL_WORDS = ("rr interval",)  # SCP-ECG 5.10.2.1-3, which carts that give no rate give instead
+# R peaks: the QRS is the steepest part of a beat.  The slope of lead II smoothed over 20 ms (a
+# low pass near 25 Hz, the derivative the high pass) is squared and summed over 100 ms (about a
+# QRS); a beat is where that rises above 30% of its 99th percentile, no sooner than 200 ms
+# (the refractory period) after the last.  On waveform_ecg.dcm it finds the 61 bpm its RR
+# interval (982 ms) says.
+R_PEAK_SMOOTH_S = 0.02
+R_PEAK_WINDOW_S = 0.1
+R_PEAK_THRESHOLD = 0.3
+R_PEAK_REFRACTORY_S = 0.2
+HEART_RATES = (20.0, 300.0)  # bpm: outside them a rate is a detection gone wrong, not shown
+
+
+def heart_rate(ds: Dataset, group: WaveformGroup) -> tuple[float, str] | None:
+    """The heart rate in beats per minute and where it comes from: the file's measurement of
+    it (an annotation of the group, `HEART_RATE_CODES`), else 60000 / its RR interval in ms,
+    else the R peaks of lead II in the first ECG_SECONDS (`r_peaks`); None when none gives one."""
+    measured = rr = None
+    for item in ds.get("WaveformAnnotationSequence") or []:
+        referenced = [int(v) for v in (item.get("ReferencedWaveformChannels") or [])]
+        names = item.get("ConceptNameCodeSequence")
+        if (referenced and group.index + 1 not in referenced[0::2]) or not names or item.get("NumericValue") in (None, ""):
+            continue
+        code = (str(names[0].get("CodeValue", "")), str(names[0].get("CodingSchemeDesignator", "")))
+        meaning = str(names[0].get("CodeMeaning", "") or "").lower()
+        try:
+            value = float(item.NumericValue[0] if is_multi(item.NumericValue) else item.NumericValue)
+        except (TypeError, ValueError, IndexError):
+            continue
+        if code in HEART_RATE_CODES or "heart rate" in meaning:
+            measured = measured if measured is not None else value
+        elif any(word in meaning for word in RR_INTERVAL_WORDS) and value > 0:
+            units = item.get("MeasurementUnitsCodeSequence")
+            seconds = units and str(units[0].get("CodeValue", "")) == "s"
+            rr = rr if rr is not None else 60.0 / value if seconds else 60000.0 / value
+    for rate, source in ((measured, "from the file"), (rr, "from the file's RR interval")):
+        if rate is not None and HEART_RATES[0] <= rate <= HEART_RATES[1]:
+            return rate, source
+    if "II" not in group.labels:
+        return None
+    lead = group.values[:round(ECG_SECONDS * group.rate), group.labels.index("II")]
+    peaks = r_peaks(lead, group.rate)
+    if len(peaks) < 3:  # two intervals at least: one could be a beat and a missed one
+        return None
+    import numpy as np
+
+    rate = 60.0 * group.rate / float(np.median(np.diff(peaks)))
+    return (rate, "from lead II R peaks") if HEART_RATES[0] <= rate <= HEART_RATES[1] else None
+
+
+def r_peaks(values: np.ndarray, rate: float) -> np.ndarray:
+    """The sample numbers where beats start in one ECG lead (see R_PEAK_SMOOTH_S): numpy only."""
+    import numpy as np
+
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64), posinf=0.0, neginf=0.0)
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    if not peak:
+        return np.array([], dtype=np.int64)
+    values = values / peak  # the threshold is relative: scaled to +-1, no square overflows
+    smooth, window = max(1, round(R_PEAK_SMOOTH_S * rate)), max(1, round(R_PEAK_WINDOW_S * rate))
+    if values.size < 2 * (smooth + window):
+        return np.array([], dtype=np.int64)
+    slope = np.diff(np.convolve(values, np.ones(smooth) / smooth, mode="valid"))
+    energy = np.convolve(slope * slope, np.ones(window), mode="valid")
+    threshold = R_PEAK_THRESHOLD * np.percentile(energy, 99)
+    if threshold <= 0:
+        return np.array([], dtype=np.int64)
+    rises = np.flatnonzero((energy[1:] > threshold) & (energy[:-1] <= threshold)) + 1
+    refractory = R_PEAK_REFRACTORY_S * rate
+    kept: list[int] = []
+    for rise in rises.tolist():
+        if not kept or rise - kept[-1] >= refractory:
+            kept.append(rise)
+    return np.array(kept, dtype=np.int64)
 
 
 def recording_time(ds: Dataset) -> str:
@@ -697,11 +815,12 @@ def write_waveform(job: Conversion, kind: str) -> None:
     job.rendering["Display"] = (f"{name}, {channels} channel{'s' if channels != 1 else ''} x {main.duration:g} s at "
                                 f"{main.rate:g} Hz, " + ("on ECG paper (25 mm/s, 10 mm/mV)" if on_paper else "as strips"))
     if options.write_png:
-        page = (ecg_page if on_paper else strips_page)(main, waveform_header(shown, main))
+        identify = not options.redact_salt  # under --redact no name, ID or date is printed
+        page = (ecg_page if on_paper else strips_page)(main, waveform_header(shown, main, identify))
         write_png(page, job.output(".png"))
         job.thumbnail(page)
         if median is not None:
-            write_png(ecg_page(median, waveform_header(shown, median)), job.output(MEDIAN_SUFFIX))
+            write_png(ecg_page(median, waveform_header(shown, median, identify)), job.output(MEDIAN_SUFFIX))
             job.rendering["Display"] += f", its {median.label.lower() or 'derived'} group on a page of its own"
     write_waveform_csv(main, job.output(".csv"))
     job.rendering["Output"] = "PNG 8-bit and CSV" if options.write_png else "CSV"

@@ -25,7 +25,7 @@ from _dicom_converter.manifest import (
 )
 from _dicom_converter.pool import _interrupt_on_signal, convert_all, remove_orphaned_temporaries
 from _dicom_converter.reading import _dcmread, read_dataset
-from _dicom_converter.redaction import DEIDENTIFIED, as_shown, identifying_strings
+from _dicom_converter.redaction import DEIDENTIFIED, as_shown, identifying_strings, patient_stand_in
 from _dicom_converter.results import SHOWN_STATUSES, LineStore, Log, Result, result_from_json, result_json
 from _dicom_converter.series import series_groups, series_stem
 from _dicom_converter.sop import RT_DOSE_CLASS, SEGMENTATION_CLASS
@@ -288,7 +288,7 @@ def existing_result(source: Path, stem: Path, options: Options) -> Result:
     outputs = [p for p in (stem.with_name(stem.name + ext) for ext in OUTPUT_SUFFIXES) if p.exists()]
     try:
         ds = read_dataset(source)
-        record = {**index_record(as_shown(ds, options)), "kind": object_kind(ds)}
+        record = {**index_record(as_shown(ds, options)), **patient_stand_in(ds, options), "kind": object_kind(ds)}
         if options.thumbnails is not None and thumbnail_path(stem, options.thumbnails).exists():
             record["thumbnail"] = str(thumbnail_path(stem, options.thumbnails))
     except ConversionError:

@@ -22,7 +22,7 @@ from _dicom_converter.kinds.video import write_video
 from _dicom_converter.kinds.volumes import write_volume
 from _dicom_converter.kinds.waveforms import write_waveform
 from _dicom_converter.reading import check_image_attributes, has_pixel_data, read_dataset
-from _dicom_converter.redaction import DEIDENTIFIED, as_shown, pixel_plan
+from _dicom_converter.redaction import DEIDENTIFIED, as_shown, patient_stand_in, pixel_plan
 from _dicom_converter.results import Result
 from _dicom_converter.text import index_record, json_dataset, metadata_text
 from _dicom_converter.writers import staged_outputs, write_text
@@ -139,7 +139,8 @@ def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...
                        output(".json"))
         write_text(metadata_text(shown, rendering, job.report), output(".txt"))
         # everything that can fail happens before the outputs take their final names
-        record = {**index_record(shown), **rendering, "kind": kind, "excerpt": report_excerpt(job.report),
+        record = {**index_record(shown), **patient_stand_in(ds, options), **rendering, "kind": kind,
+                  "excerpt": report_excerpt(job.report),
                   "thumbnail": str(job.thumbnail_file or "")}
     summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate", "Slide"))
     if plan is not None and plan.action == "blank":

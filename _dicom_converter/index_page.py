@@ -5,6 +5,7 @@ viewer; its script and style are `index.js` and `index.css` beside this module.
 from __future__ import annotations
 
 import base64
+import collections
 import functools
 import hashlib
 import json
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from _dicom_converter.kinds.documents import DOCUMENT_SUFFIXES
+from _dicom_converter.sop import DOCUMENT_CLASSES
+from _dicom_converter.values import MODALITY_NAMES, age_text, date_text, modality_text, person_name_listed, sex_text, time_of_day
 from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
-from _dicom_converter.kinds.waveforms import MEDIAN_SUFFIX
+from _dicom_converter.kinds.waveforms import AUDIO_CLASSES, ECG_CLASSES, MEDIAN_SUFFIX
 from _dicom_converter.results import SHOWN_STATUSES
 from _dicom_converter.series import slice_order
 from _dicom_converter.writers import staged_outputs
@@ -112,13 +115,29 @@ def _totals(patients: list[dict]) -> str:
 
 
 def _patient_heading(patient: dict) -> str:
-    name, patient_id = patient.get("name") or "(no name)", patient.get("id") or ""
-    return f"<h2>Patient {escape(name)}{' — ' + escape(patient_id) if patient_id else ''}</h2>"
+    """"PHANTOM, Sample · ID PHANTOM0001 · female · 54 years · born 1970-01-01" (PN components,
+    ISO dates), or under --redact "Patient 2", numbered in order of appearance."""
+    if patient.get("number"):
+        return f"<h2>Patient {patient['number']}</h2>"
+    name = person_name_listed(patient.get("name") or "") or "Unknown patient"
+    facts = [f"ID {patient['id']}" if patient.get("id") else "", sex_text(patient.get("sex") or ""),
+             age_text(patient.get("age") or ""),
+             f"born {date_text(patient['birth'])}" if patient.get("birth") else ""]
+    return f"<h2>{escape(' · '.join(w for w in (name, *facts) if w))}</h2>"
 
 
 def _study_heading(study: dict) -> str:
-    words = " ".join(w for w in (study.get("date") or "", study.get("description") or "") if w)
-    return f"<h3>Study {escape(words)}</h3>"
+    """"2024-01-15 14:03 · CT HEAD WO CONTRAST · CT · 2 series", or under --redact "Study 1 · CT · 2 series"."""
+    count = len(study.get("series", []))
+    counted = f"{count} series"
+    modalities = " ".join(study.get("modalities") or [])
+    if study.get("number"):
+        words = [f"Study {study['number']}", modalities, counted]
+    else:
+        when = " ".join(w for w in (date_text(study.get("date") or ""), time_of_day(study.get("time") or "")) if w)
+        words = [when, study.get("description") or "", modalities, counted]
+        words[0] = words[0] or ("Study" if not words[1] else "")
+    return f"<h3>{escape(' · '.join(w for w in words if w))}</h3>"
 
 
 def _series_card(series: dict, index: int) -> str:
@@ -131,8 +150,8 @@ def _series_card(series: dict, index: int) -> str:
                    f'src="{escape(_relative(series["thumb"]))}">')
     else:
         picture = f'<span class="thumb none" aria-hidden="true">{escape(modality or "?")}</span>'
-    count = int(series.get("count") or len(series.get("items", [])))
-    meta = " · ".join(w for w in (modality, f"{count} image{'s' * (count != 1)}", series.get("size") or "") if w)
+    count = series.get("count_text") or _plural(int(series.get("count") or len(series.get("items", []))), "item")
+    meta = " · ".join(w for w in (modality_text(modality), count, series.get("size") or "") if w)
     fallback = _first_file(series)
     files = (f'<p class="files">First item: <a href="{escape(_relative(fallback[1]))}">{escape(fallback[0])}</a></p>'
              if fallback else "")
@@ -187,15 +206,22 @@ def write_index(output: Path, results) -> Path:
     results are read back only to make its card, and the page is written as it is made.
     """
     tree: dict = {}
+    facts: dict = {}  # each patient's and study's headings, from the first of its files
     for number, result in enumerate(results):
         if result.status not in SHOWN_STATUSES:
             continue
         r = result.record
-        patient = (r.get("patient_name") or "(no name)", r.get("patient_id") or "")
+        # under --redact the names are gone: a keyed hash of who it was keeps patients apart
+        patient = (r.get("patient_name") or "", r.get("patient_id") or "", r.get("patient_key") or "")
         study = (r.get("study_uid", ""), r.get("study_date", ""), r.get("study_description", ""))
         series = (r.get("series_number", ""), r.get("series_description", ""), r.get("series_uid", ""))
         place = (result.outputs[0].as_posix() if result.outputs else "", number)  # first outputs are unique
         tree.setdefault(patient, {}).setdefault(study, {}).setdefault(series, []).append(place)
+        facts.setdefault(patient, {"sex": r.get("patient_sex"), "age": r.get("patient_age"),
+                                   "birth": r.get("patient_birth_date")})
+        facts.setdefault((patient, study), {"time": r.get("study_time"), "modalities": set()})
+        if r.get("modality"):
+            facts[(patient, study)]["modalities"].add(r["modality"])
 
     def first_output(series_map: dict) -> str:  # ties broken by output name, not by arrival
         return min(min(places)[0] for places in series_map.values())
@@ -206,16 +232,26 @@ def write_index(output: Path, results) -> Path:
 
         return {"count": len(places), "make": make}
 
+    def patient_first_output(studies: dict) -> str:
+        return min(first_output(series_map) for series_map in studies.values())
+
     patients = []
-    for (name, patient_id), studies in sorted(tree.items()):
+    # by name and ID; under --redact, where both are empty, in order of appearance (first output)
+    for number, (patient, studies) in enumerate(sorted(tree.items(), key=lambda kv: (
+            kv[0][:2], patient_first_output(kv[1]), kv[0][2])), 1):
+        redacted = bool(patient[2])
         studies_model = []
-        for (_, date, description), series_map in sorted(
-                studies.items(), key=lambda kv: (kv[0][1:], first_output(kv[1]))):
-            series_model = [series_card(number, series_description, places)
-                            for (number, series_description, _), places in sorted(
+        for study_number, (study, series_map) in enumerate(sorted(studies.items(), key=lambda kv: (
+                kv[0][1], facts[(patient, kv[0])]["time"] or "", kv[0][2], first_output(kv[1]))), 1):
+            series_model = [series_card(series_number, series_description, places)
+                            for (series_number, series_description, _), places in sorted(
                                 series_map.items(), key=lambda kv: (_series_sort_key(kv), min(kv[1])[0]))]
-            studies_model.append({"date": date, "description": description, "series": series_model})
-        patients.append({"name": name, "id": patient_id, "studies": studies_model})
+            study_facts = facts[(patient, study)]
+            studies_model.append({"date": study[1], "description": study[2], "time": study_facts["time"],
+                                  "modalities": sorted(study_facts["modalities"]), "series": series_model,
+                                  **({"number": study_number} if redacted else {})})
+        patients.append({"name": patient[0], "id": patient[1], **facts[patient], "studies": studies_model,
+                         **({"number": number} if redacted else {})})
     with staged_outputs(output / "index") as (stage, finals):
         with open(stage(".html"), "w", encoding="utf-8", newline="\n") as f:
             f.writelines(index_page_parts(patients))
@@ -234,10 +270,11 @@ def _index_series(number: str, description: str, results: list[Result], output: 
     pictured = [r for r in results if r.record.get("thumbnail")]
     middle = pictured[len(pictured) // 2] if pictured else None
     first = results[0].record
-    sizes = [f"{r.record['columns']}×{r.record['rows']}" for r in results if r.record.get("columns")]
-    return {"title": " ".join(w for w in ("Series", str(number), description) if w) if number or description
-            else "Series (unnumbered)",
-            "modality": first.get("modality", ""), "count": len(results),
+    sizes = [f"{r.record['columns']}×{r.record['rows']}" for r in results
+             if r.record.get("columns") and r.record.get("kind") != "slide"]  # a slide's are its tiles
+    title = " · ".join(w for w in (f"Series {number}" if number else "", description) if w)
+    return {"title": title or "Series (unnumbered)",
+            "modality": first.get("modality", ""), "count": len(results), "count_text": series_count_text(results),
             "size": sizes[0] if sizes and len(set(sizes)) == 1 else ("mixed sizes" if sizes else ""),
             "thumb": _index_link(Path(middle.record["thumbnail"]), output) if middle else None,
             "items": [_index_item(result, output) for result in results]}
@@ -262,11 +299,10 @@ def _index_item(result: Result, output: Path) -> dict:
     picture = by_suffix.get(".png", by_suffix.get(".gif"))
     playable = by_suffix.get(TRANSCODED_SUFFIX, by_suffix.get(".mp4"))  # H.264 plays in every browser, HEVC not
     pictured = bool(r.get("columns"))  # no size or frame count for reports, waveforms, documents
-    facts = [("Modality", r.get("modality", "")), ("Size", f"{r.get('columns', '')}×{r.get('rows', '')}" * pictured),
+    facts = [("Modality", modality_text(r.get("modality", ""))), ("Contents", count_text(r)), ("Size", f"{r.get('columns', '')}×{r.get('rows', '')}" * pictured),
              ("Frames", r.get("frames", "") * pictured), ("Display", r.get("Display", "")), ("Rate", r.get("FrameRate", "")),
              ("Slices", r.get("Slices", "")), ("Slide", r.get("Slide", "")), ("Audio", r.get("Audio", ""))]
-    names = {".html": "report", MEDIAN_SUFFIX: "median beat", TRANSCODED_SUFFIX: "H.264 mp4",
-             **({".mp4": "HEVC mp4"} if TRANSCODED_SUFFIX in by_suffix else {})}
+    names = {**LINK_LABELS, **({".mp4": "MP4 video (HEVC)"} if TRANSCODED_SUFFIX in by_suffix else {})}
     links = [[names.get(kind, kind[1:]), _index_link(path, output)]
              for kind, path in sorted(by_suffix.items(), key=lambda kv: _link_order(kv[0]))]
     return {"title": files[0].relative_to(output).with_suffix("").as_posix() if files else result.source.name,
@@ -275,6 +311,91 @@ def _index_item(result: Result, output: Path) -> dict:
             "audio": _index_link(by_suffix[".wav"], output) if ".wav" in by_suffix else None,
             "facts": [[label, str(value)] for label, value in facts if value], "links": links,
             "excerpt": r.get("excerpt") or None}
+
+
+# What a link is, in words (not its extension alone).
+LINK_LABELS = {".html": "report", ".pdf": "PDF", ".xml": "CDA document", ".stl": "STL model", ".obj": "OBJ model",
+               ".mtl": "MTL materials", ".png": "PNG image", MEDIAN_SUFFIX: "median beat", ".gif": "GIF",
+               TRANSCODED_SUFFIX: "MP4 video (H.264)", ".mp4": "MP4 video", ".csv": "CSV data", ".wav": "WAV audio",
+               ".txt": "details", ".json": "JSON"}
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'s' * (count != 1)}"
+
+
+def _leading_number(text: str) -> float | None:
+    match = re.match(r"\s*(\d+(?:\.\d+)?)", text or "")
+    return float(match.group(1)) if match else None
+
+
+def _clock(seconds: float) -> str:
+    """A playing time as a player shows it: "0:02", "1:30", "1:02:03"."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def count_text(record: dict) -> str:
+    """What one file holds, counted as its kind counts ("40 frames · 2.7 s at 15 fps", "120 slices",
+    "12 leads · 10 s", "1:30"), never "1 image" for a clip."""
+    kind, frames = record.get("kind", ""), int(_leading_number(record.get("frames", "")) or 1)
+    slices = int(_leading_number(record.get("Slices", "")) or frames)
+    fps = _leading_number(record.get("FrameRate", ""))
+    if kind == "cine":
+        return _plural(frames, "frame") + (f" · {frames / fps:.1f} s at {fps:g} fps" if fps else "")
+    if kind == "volume":
+        return _plural(slices, "slice")
+    if kind == "dose":
+        return _plural(slices, "plane")
+    if kind == "segmentation":
+        return " · ".join(w for w in (_plural(int(record.get("segments") or 0), "segment") if record.get("segments")
+                                      else "", _plural(slices, "slice")) if w)
+    if kind == "slide":
+        size = (record.get("slide_size") or "").split()
+        return f"{int(size[0]):,} × {int(size[1]):,} px" if len(size) == 2 and all(map(str.isdigit, size)) else "slide"
+    if kind == "document":
+        name = DOCUMENT_CLASSES.get(record.get("sop_class", ""), ("", "encapsulated"))[1]
+        return f"{name} {'model' if name in ('STL', 'OBJ') else 'document'}"
+    if kind == "report":
+        return "report"
+    if kind == "video":
+        frame_time = _leading_number(record.get("frame_time", ""))
+        return _clock(frames * frame_time / 1000) if frame_time else _plural(frames, "frame")
+    if kind == "waveform":
+        channels, seconds = int(record.get("channels") or 0), float(record.get("seconds") or 0)
+        if record.get("sop_class") in AUDIO_CLASSES:
+            return _clock(seconds)
+        noun = "lead" if record.get("sop_class") in ECG_CLASSES else "channel"
+        return " · ".join(w for w in (_plural(channels, noun) if channels else "", f"{seconds:g} s" if seconds else "")
+                          if w) or "waveform"
+    if kind == "metadata":
+        modality = MODALITY_NAMES.get(record.get("modality", ""), "")
+        return f"{modality[:1].upper() + modality[1:] + ' · ' if modality else ''}details only"
+    return _plural(frames, "image") if frames > 1 else "1 image"
+
+
+def series_count_text(results: list[Result]) -> str:
+    """What a series card holds: its files counted as their kind counts ("5 images", "3 clips"),
+    a --series cine said once beside them, never counted as one more image."""
+    files = [r for r in results if r.status != "series"]
+    cine = " + cine" if len(files) < len(results) else ""
+    kinds = {r.record.get("kind", "") for r in files}
+    if len(files) == 1:
+        return count_text(files[0].record) + cine
+    if len(kinds) == 1 and next(iter(kinds)) == "image":
+        return _plural(len(files), "image") + cine
+    counted = collections.Counter(_noun(r.record) for r in files)
+    return " · ".join(_plural(n, noun) for noun, n in sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))) + cine
+
+
+def _noun(record: dict) -> str:
+    """What one file of a series is called when a card counts several."""
+    kind = record.get("kind", "")
+    if kind == "waveform":
+        sop_class = record.get("sop_class", "")
+        return "recording" if sop_class in AUDIO_CLASSES else "ECG" if sop_class in ECG_CLASSES else "waveform"
+    return {"cine": "clip", "dose": "dose grid", "metadata": "object"}.get(kind, kind or "file")
 
 
 def _link_order(kind: str) -> tuple:

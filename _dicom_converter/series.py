@@ -24,7 +24,7 @@ from _dicom_converter.pixels.display import (
     render_grayscale,
 )
 from _dicom_converter.reading import read_dataset
-from _dicom_converter.redaction import as_shown, blank_mask, blanked, pixel_plan
+from _dicom_converter.redaction import as_shown, blank_mask, blanked, patient_stand_in, pixel_plan
 from _dicom_converter.results import Result
 from _dicom_converter.text import index_record
 from _dicom_converter.timing import _constant_timing
@@ -140,8 +140,8 @@ def _convert_series(slices: list[tuple[Path, str]], stem: Path, options: Options
         shown_first = as_shown(first, options)
         write_text(series_text([name for _, name in slices], shown_first, datasets, display, timing),
                    output(".txt"))
-    record = index_record(shown_first)
-    record.update(frames=str(len(sources)), Display=display, FrameRate=timing.describe())
+    record = {**index_record(shown_first), **patient_stand_in(first, options)}
+    record.update(frames=str(len(sources)), Display=display, FrameRate=timing.describe(), kind="cine")
     return finals, f"{len(sources)} slices, {display}, {timing.describe()}", record
 
 

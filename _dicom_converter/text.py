@@ -124,7 +124,25 @@ def index_record(ds: Dataset) -> dict:
         "manufacturer": text("Manufacturer"), "model": text("ManufacturerModelName"),
         "frame_of_reference": text("FrameOfReferenceUID"),
         "referenced_series": text_of(((ds.get("ReferencedSeriesSequence") or [{}])[0]).get("SeriesInstanceUID", "")),
+        # for the index page's headings and counts
+        "patient_sex": text("PatientSex"), "patient_age": text("PatientAge"),
+        "patient_birth_date": text("PatientBirthDate"), "study_time": text("StudyTime"),
+        "frame_time": text("FrameTime"), "segments": len(ds.get("SegmentSequence") or []),
+        "slide_size": " ".join(text(k) for k in ("TotalPixelMatrixColumns", "TotalPixelMatrixRows")).strip(),
+        **_waveform_extent(ds),
     }
+
+
+def _waveform_extent(ds: Dataset) -> dict:
+    """Channels and seconds of the first multiplex group of a waveform (PS3.3 C.10.9), for its card."""
+    try:
+        group = (ds.get("WaveformSequence") or [None])[0]
+        if group is None:
+            return {}
+        samples, frequency = int(group.NumberOfWaveformSamples), float(group.SamplingFrequency)
+        return {"channels": int(group.NumberOfWaveformChannels), "seconds": samples / frequency if frequency else 0}
+    except Exception:  # the index is a convenience: a damaged group gives no count
+        return {}
 
 
 def metadata_text(ds: Dataset, rendering: dict[str, str], report: str = "") -> str:

@@ -89,3 +89,81 @@ def string_value(value, strip: bool = True) -> str:
     # PS3.5 6.2: UT and ST lines end in CR LF; lone CRs occur too (test-SR.dcm has all three).
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text.strip() if strip else text
+
+
+def person_name_listed(value) -> str:
+    """PN (PS3.5 6.2.1) as a viewer lists a patient: "FAMILY, Given Middle", prefix and suffix
+    around it, then the ideographic and phonetic groups, when present, in parentheses
+    ("YAMADA, Tarou (山田, 太郎; やまだ, たろう)").  A value pydicom cannot split is shown as stored."""
+    from pydicom.valuerep import PersonName
+
+    if value is None or value == "":
+        return ""
+    if is_multi(value):
+        return "; ".join(person_name_listed(v) for v in value)
+    try:
+        name = value if isinstance(value, PersonName) else PersonName(str(value))
+        groups = [_listed_group(group) for group in name.components]
+    except Exception:
+        return string_value(str(value)).replace("^", " ").strip()
+    first, others = groups[0], [g for g in groups[1:] if g]
+    if not first:
+        return "; ".join(others)
+    return first + (f" ({'; '.join(others)})" if others else "")
+
+
+def _listed_group(group: str) -> str:
+    """One component group of a PN ("Family^Given^Middle^Prefix^Suffix") as "Family, Given Middle"."""
+    parts = [part.strip() for part in string_value(group).split("^")]
+    if len(parts) > 5:  # not a PN: shown as stored, nothing dropped
+        return " ".join(p for p in parts if p)
+    family, given, middle, prefix, suffix = (parts + [""] * 5)[:5]
+    given_names = " ".join(p for p in (prefix, given, middle) if p)
+    shown = ", ".join(p for p in (family, given_names) if p)
+    return f"{shown}, {suffix}" if shown and suffix else shown
+
+
+def time_of_day(value) -> str:
+    """TM (PS3.5 6.2) as hours and minutes ("14:03"), as a viewer's study list shows it; else as stored."""
+    text = string_value(value)
+    match = re.fullmatch(r"(\d{2}):?(\d{2})(?::?\d{2}(?:\.\d*)?)?", text)
+    return f"{match.group(1)}:{match.group(2)}" if match else text
+
+
+def age_text(value) -> str:
+    """AS (PS3.5 6.2) "nnnD/W/M/Y" in words ("45 years", "3 months"); else as stored."""
+    text = string_value(value)
+    match = re.fullmatch(r"(\d{3})([DWMY])", text.upper())
+    if not match:
+        return text
+    number = int(match.group(1))
+    unit = {"D": "day", "W": "week", "M": "month", "Y": "year"}[match.group(2)]
+    return f"{number} {unit}{'s' * (number != 1)}"
+
+
+# Modality (0008,0060), the defined terms of PS3.3 C.7.3.1.1.1 as a viewer spells them out.
+MODALITY_NAMES = {
+    "AR": "autorefraction", "AU": "audio", "BDUS": "bone densitometry (ultrasound)", "BI": "biomagnetic imaging",
+    "BMD": "bone densitometry (X-ray)", "CR": "computed radiography", "CT": "computed tomography",
+    "DG": "diaphanography", "DOC": "document", "DX": "digital radiography", "ECG": "electrocardiography",
+    "EPS": "cardiac electrophysiology", "ES": "endoscopy", "GM": "general microscopy",
+    "HC": "hard copy", "HD": "hemodynamic waveform", "IO": "intra-oral radiography", "IVOCT": "intravascular OCT",
+    "IVUS": "intravascular ultrasound", "KER": "keratometry", "KO": "key object selection",
+    "LS": "laser surface scan", "MG": "mammography", "MR": "magnetic resonance", "NM": "nuclear medicine",
+    "OAM": "ophthalmic axial measurements", "OCT": "optical coherence tomography", "OP": "ophthalmic photography",
+    "OPT": "ophthalmic tomography", "OPV": "ophthalmic visual field", "OSS": "optical surface scan",
+    "OT": "other", "PLAN": "plan", "PR": "presentation state", "PT": "positron emission tomography",
+    "PX": "panoramic X-ray", "REG": "registration", "RESP": "respiratory waveform", "RF": "radiofluoroscopy",
+    "RG": "radiographic imaging", "RTDOSE": "RT dose", "RTIMAGE": "RT image", "RTPLAN": "RT plan",
+    "RTRECORD": "RT treatment record", "RTSTRUCT": "RT structure set", "RWV": "real world value map",
+    "SEG": "segmentation", "SM": "slide microscopy", "SMR": "stereometric relationship", "SR": "structured report",
+    "SRF": "subjective refraction", "STAIN": "automated slide stainer", "TG": "thermography",
+    "US": "ultrasound", "VA": "visual acuity", "XA": "X-ray angiography", "XC": "external-camera photography",
+}
+
+
+def modality_text(value) -> str:
+    """Modality with its code spelled out ("XA · X-ray angiography"); an unknown code as it is."""
+    code = string_value(value).upper()
+    name = MODALITY_NAMES.get(code)
+    return f"{code} · {name}" if name else code

@@ -221,8 +221,8 @@ def check_index(seen: dict, base: str) -> None:
     assert seen["injected"] == [] and seen["imgX"] == 0
     for value in (INJECT_NAME, INJECT_DESCRIPTION, INJECT_STUDY):
         assert value in seen["text"]
-    assert f"Series 4 {INJECT_DESCRIPTION}" in {s["series"] for s in seen["shown"]}  # the viewer's heading too
-    assert f"Patient {INJECT_NAME} — X<1>" in seen["h2"]
+    assert f"Series 4 · {INJECT_DESCRIPTION}" in {s["series"] for s in seen["shown"]}  # the viewer's heading too
+    assert f"{INJECT_NAME} · ID X<1>" in seen["h2"]
 
 
 def test_index_from_disk(from_disk):
@@ -330,3 +330,50 @@ def test_each_kind_shows_in_the_index(kinds_site, chromium):
     assert {"report.pdf", "test-SR.html", "waveform_ecg.csv", "waveform_ecg_median.png"} <= hrefs
     assert "1 Liver (sRGB 217,130,101)" in shown["liver"]["facts"] and "slices, not time" in shown["eCT_Supplemental"]["facts"]
     assert "A mass of 3 cm was detected." in shown["test-SR"]["excerpt"]  # the report's first lines
+
+
+def card_texts(chromium, url: str) -> dict[str, str]:
+    """The line under each card's title, the headings and the page's text, as Chromium renders them."""
+    page = chromium.new_page()
+    try:
+        page.goto(url)
+        return {"metas": page.locator("button[data-series] .meta").all_inner_texts(),
+                "h2": page.locator("body > h2").all_inner_texts(),
+                                                        "h3": page.locator("body > h3").all_inner_texts(),
+                                                        "body": page.locator("body").inner_text()}
+    finally:
+        page.close()
+
+
+def test_each_kind_is_counted_as_its_kind(kinds_site, chromium):
+    """Cards count what their kind holds (slices, planes, segments, leads, a clip's length),
+    never "1 image" for a clip, and spell out the modality."""
+    with browser.serve(kinds_site) as url:
+        cards = card_texts(chromium, url + "/index.html")
+    metas = cards["metas"]
+    assert "CT · computed tomography · 2 slices · 512×512" in metas  # eCT_Supplemental, a volume
+    assert "RTDOSE · RT dose · 15 planes · 10×10" in metas
+    assert "SEG · segmentation · 1 segment · 3 slices · 512×512" in metas
+    assert "ECG · electrocardiography · 12 leads · 10 s" in metas
+    assert "SR · structured report · report" in metas
+    assert any(m.startswith("DOC · document · PDF document") for m in metas), metas
+    assert "SM · slide microscopy · 400 × 300 px" in metas  # the stitched picture, not its tiles
+    assert "ES · endoscopy · 1 recording · 1 video · 96×64" in metas  # a video and a voice in one series
+    assert not any(" image" in m for m in metas if m.startswith(("RTDOSE", "SEG", "ECG", "SR", "AU"))), metas
+
+
+def test_under_redact_patients_and_studies_stay_apart(tmp_path, chromium):
+    """Three patients on one disc: "Patient 1" to "Patient 3", their studies numbered, and
+    no name or ID of theirs anywhere on the page."""
+    from conftest import copy_inputs
+
+    inputs = copy_inputs(tmp_path / "in", "CT_small.dcm", "MR_small.dcm", "waveform_ecg.dcm")
+    out = tmp_path / "out"
+    proc = run_cli(inputs, "-o", out, "--redact")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with browser.serve(out) as url:
+        cards = card_texts(chromium, url + "/index.html")
+    assert cards["h2"] == ["Patient 1", "Patient 2", "Patient 3"]
+    assert cards["h3"] == ["Study 1 · CT · 1 series", "Study 1 · MR · 1 series", "Study 1 · ECG · 1 series"]
+    for name in ("CompressedSamples", "CT1", "MR1", "Anonymous", "642341", "1CT1", "4MR1"):
+        assert name not in cards["body"], name

@@ -264,14 +264,13 @@ def contact_sheet_writer(path: Path, count: int, max_width: int = CONTACT_SHEET_
     scaled down (area averaging) to fit its cell, so the grid is at most `max_width` wide,
     and the sheet holds only itself.  Each tile is labelled in its top left corner with its
     number (from 1, in the order frames come) and `labels[n]` after it ("z -149 mm") when
-    given and not empty; a label that does not fit its tile is cut to the number, or left
-    out, so that none reaches into the next tile.  `trim_right` columns are cut off each
-    frame first (a per-frame legend), and `legend(height)`, an image of the grid's height
-    with the frames' channels, stands once at the grid's right, past another grey line.
+    given and not empty; a label wider than its tile or taller than a third of it is cut
+    to the number, or left out, so that none reaches into the next tile or hides its slice.
+    `trim_right` columns are cut off each frame first (a per-frame legend), and
+    `legend(height)`, an image of the grid's height with the frames' channels, stands once
+    at the grid's right, past another grey line.
     """
     import math
-
-    import numpy as np
 
     columns = max(1, math.ceil(math.sqrt(count)))
     rows = math.ceil(count / columns)
@@ -329,8 +328,9 @@ def _label_font(size: int):
 
 
 def _label_tile(tile: np.ndarray, texts: list[str]) -> None:
-    """The first of `texts` that fits inside `tile` drawn into its top left corner, in place:
-    white outlined in black.  Only the label's own corner goes through Pillow."""
+    """The first of `texts` that fits inside `tile` (its width, a third of its height) drawn into
+    its top left corner, in place: white outlined in black.  Only the label's own corner goes
+    through Pillow."""
     import numpy as np
     from PIL import Image, ImageDraw
 
@@ -338,9 +338,9 @@ def _label_tile(tile: np.ndarray, texts: list[str]) -> None:
     font = _label_font(min(SHEET_LABEL_PX[1], max(SHEET_LABEL_PX[0], round(height / 14))))
     measure = ImageDraw.Draw(Image.new("L", (1, 1)))
     for text in texts:
-        left, top, right, bottom = measure.textbbox((SHEET_LABEL_MARGIN, SHEET_LABEL_MARGIN), text, font=font,
+        _, _, right, bottom = measure.textbbox((SHEET_LABEL_MARGIN, SHEET_LABEL_MARGIN), text, font=font,
                                                     anchor="lt", stroke_width=1)
-        if right + 1 <= width and bottom + 1 <= height:
+        if right + 1 <= width and 3 * (bottom + 1) <= height:  # a third of a tile at most: the slice shows
             break
     else:
         return

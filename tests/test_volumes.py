@@ -11,6 +11,7 @@ from PIL import Image
 
 from _dicom_converter.classify import multiframe_kind, object_kind
 from _dicom_converter.geometry import frame_positions, volume_order
+from _dicom_converter.job import frame_orientation, slice_labels
 from _dicom_converter.kinds.dose import (
     DOSE_LEGEND_BAR,
     DOSE_SCALE_WIDTH,
@@ -21,8 +22,11 @@ from _dicom_converter.kinds.dose import (
 )
 from _dicom_converter.pixels.display import rendered_frames
 from _dicom_converter.reading import read_dataset
-from _dicom_converter.job import frame_orientation, slice_labels
-from _dicom_converter.writers import SHEET_BORDER_GREY, SHEET_BORDER_PX, contact_sheet_writer
+from _dicom_converter.writers import (
+    SHEET_BORDER_GREY,
+    SHEET_BORDER_PX,
+    contact_sheet_writer,
+)
 
 
 def rendered(path, order=None, out_max=255) -> list[np.ndarray]:

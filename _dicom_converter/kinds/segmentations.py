@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from _dicom_converter.dump import text_of
 from _dicom_converter.geometry import along_normal, frame_positions
-from _dicom_converter.job import check_frames, frame_orientation, write_one_frame, write_slices
+from _dicom_converter.job import (
+    check_frames,
+    frame_orientation,
+    write_one_frame,
+    write_slices,
+)
 from _dicom_converter.pixels.decode import decode_frames
 from _dicom_converter.reading import number_of_frames, read_dataset
 from _dicom_converter.redaction import shown_image

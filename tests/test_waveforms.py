@@ -32,7 +32,6 @@ from _dicom_converter.kinds.waveforms import (
     ecg_baseline,
     ecg_page,
     ecg_x0,
-    family_first,
     g711_to_linear,
     header_lines,
     heart_rate,
@@ -320,11 +319,13 @@ def test_a_heart_rate_the_file_measured_comes_first(ecg, groups, code):
 
 
 @pytest.mark.parametrize("name, shown", [
-    ("DOE^John^Q^Dr^Jr", "DOE, John"), ("Anonymous", "Anonymous"), ("^Madonna", "Madonna"),
-    ("", ""), ("a^b^c^d^e^f^g", "a, b"), (None, ""),  # not a PN: no crash
+    ("DOE^John^Q^Dr^Jr", "DOE, Dr John Q, Jr"), ("Anonymous", "Anonymous"), ("^Madonna", "Madonna"),
+    ("a^b^c^d^e^f^g", "a b c d e f g"),  # not a PN: as stored, no crash
 ])
 def test_the_patient_is_family_first(name, shown):
-    assert family_first(name) == shown
+    ds = Dataset()
+    ds.PatientName = name
+    assert patient_line(ds) == shown
 
 
 def test_a_date_that_does_not_parse_is_shown_as_stored():

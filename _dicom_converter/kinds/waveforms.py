@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from _dicom_converter.base import CorruptFile
 from _dicom_converter.reading import is_multi
-from _dicom_converter.values import string_value
+from _dicom_converter.values import person_name_listed, string_value
 from _dicom_converter.writers import write_png
 
 if TYPE_CHECKING:
@@ -311,30 +311,12 @@ def header_lines(ds: Dataset, group: WaveformGroup, identify: bool = False) -> l
 
 
 def patient_line(ds: Dataset, when: str = "") -> str:
-    """Patient's Name ("FAMILY, Given"), Patient ID and when it was acquired (`when`, else the
+    """Patient's Name ("FAMILY, Given", as the index page lists it), Patient ID and when it was acquired (`when`, else the
     Acquisition DateTime, Acquisition Date or Content Date as stored), as the top of a printed ECG."""
     stamp = when or string_value(ds.get("AcquisitionDateTime") or ds.get("AcquisitionDate") or ds.get("ContentDate"))
     patient_id = string_value(ds.get("PatientID"))
-    parts = [family_first(ds.get("PatientName")), f"ID {patient_id}" if patient_id else "", stamp]
+    parts = [person_name_listed(ds.get("PatientName")), f"ID {patient_id}" if patient_id else "", stamp]
     return " · ".join(part for part in parts if part)
-
-
-def family_first(value) -> str:
-    """A Person Name (PS3.5 6.2.1) as "FAMILY, Given" from pydicom's components (family and
-    given name of the alphabetic group); a value without them, or that pydicom cannot split,
-    as stored with its carets as spaces."""
-    from pydicom.valuerep import PersonName
-
-    if value is None or value == "":
-        return ""
-    try:
-        name = value if isinstance(value, PersonName) else PersonName(string_value(value))
-        family, given = string_value(name.family_name), string_value(name.given_name)
-    except Exception:  # a value pydicom cannot split: as stored
-        family = given = ""
-    if family:
-        return f"{family}, {given}" if given else family
-    return string_value(str(value)).replace("^", " ").strip()
 
 
 # A heart rate the file measured: LOINC 8867-4 "Heart rate", MDC 2:16016 (MDC_ECG_HEART_RATE),

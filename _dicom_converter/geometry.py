@@ -97,3 +97,42 @@ def _frame_content(item) -> Dataset:
 def _frame_group(item) -> tuple:
     content = _frame_content(item)
     return (str(content.get("StackID", "")), int(content.get("TemporalPositionIndex") or 0))
+
+
+# A direction cosine counts toward an edge's letters from this size on (about 15 degrees
+# off the axis); smaller ones are the tilt of a nearly straight slice, which viewers
+# (Horos, Weasis) leave out rather than show "LPH" for an axial slice tilted by a degree.
+ORIENTATION_MIN_COSINE = 0.25
+_AXIS_LETTERS = (("R", "L"), ("A", "P"), ("F", "H"))  # patient -x/+x, -y/+y, -z/+z (PS3.3 C.7.6.2.1.1)
+_OPPOSITE = {"R": "L", "L": "R", "A": "P", "P": "A", "F": "H", "H": "F"}
+
+
+def direction_letters(vector) -> str:
+    """The patient directions a direction cosine points to, strongest first ("L", "PH")."""
+    ranked = sorted(range(3), key=lambda axis: -abs(vector[axis]))
+    return "".join(_AXIS_LETTERS[axis][vector[axis] > 0] for axis in ranked
+                   if abs(vector[axis]) >= ORIENTATION_MIN_COSINE)
+
+
+def edge_letters(orientation=None, patient_orientation: str = "") -> list[str] | None:
+    """The letters at the left, top, right and bottom edges of an image, as viewers show them.
+
+    From Image Orientation (Patient) (PS3.3 C.7.6.2.1.1: the first three cosines point along a
+    row, to the right, the last three down a column); else from Patient Orientation
+    (C.7.6.1.1.1, the row and column directions as letters, for projection images).  None when
+    the file gives neither, or values that are not directions.
+    """
+    try:
+        cosines = [float(v) for v in orientation] if orientation is not None else []
+    except (TypeError, ValueError):
+        cosines = []
+    if len(cosines) == 6:
+        right, down = direction_letters(cosines[:3]), direction_letters(cosines[3:])
+        if right and down:
+            return [direction_letters([-c for c in cosines[:3]]), direction_letters([-c for c in cosines[3:]]),
+                    right, down]
+    parts = [p.strip().upper() for p in str(patient_orientation or "").split("\\")]
+    if len(parts) == 2 and all(p and set(p) <= set(_OPPOSITE) for p in parts):
+        right, down = parts
+        return ["".join(_OPPOSITE[c] for c in right), "".join(_OPPOSITE[c] for c in down), right, down]
+    return None

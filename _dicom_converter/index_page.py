@@ -14,13 +14,22 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from _dicom_converter.geometry import edge_letters
 from _dicom_converter.kinds.documents import DOCUMENT_SUFFIXES
-from _dicom_converter.sop import DOCUMENT_CLASSES
-from _dicom_converter.values import MODALITY_NAMES, age_text, date_text, modality_text, person_name_listed, sex_text, time_of_day
 from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
 from _dicom_converter.kinds.waveforms import AUDIO_CLASSES, ECG_CLASSES, MEDIAN_SUFFIX
 from _dicom_converter.results import SHOWN_STATUSES
 from _dicom_converter.series import slice_order
+from _dicom_converter.sop import DOCUMENT_CLASSES
+from _dicom_converter.values import (
+    MODALITY_NAMES,
+    age_text,
+    date_text,
+    modality_text,
+    person_name_listed,
+    sex_text,
+    time_of_day,
+)
 from _dicom_converter.writers import staged_outputs
 
 if TYPE_CHECKING:
@@ -32,9 +41,17 @@ if TYPE_CHECKING:
 # closed page requests nothing but thumbnails.
 INDEX_VIEWER = """<dialog class="viewer" id="viewer" aria-label="Viewer" aria-modal="true">
 <header><h2 id="viewer-series"></h2><span id="viewer-counter" aria-hidden="true"></span>
+<div class="zoom" id="viewer-zoom" role="group" aria-label="Zoom">
+<button type="button" id="viewer-zoom-out" aria-label="Zoom out" title="Zoom out (-)">−</button>
+<button type="button" id="viewer-zoom-fit" title="Fit to the window (0)">Fit</button>
+<button type="button" id="viewer-zoom-one" title="One image pixel per screen pixel (1)">1:1</button>
+<button type="button" id="viewer-zoom-in" aria-label="Zoom in" title="Zoom in (+)">+</button></div>
 <button type="button" class="close" id="viewer-close">Close</button></header>
-<div class="stage" id="viewer-stage"></div>
-<div class="move"><label for="viewer-slider" class="vh">Image</label>
+<div class="stage" id="viewer-stage"><div class="overlay" id="viewer-overlay" aria-hidden="true" hidden>
+<span class="edge left"></span><span class="edge top"></span><span class="edge right"></span>
+<span class="edge bottom"></span><span class="scale"><span class="bar"></span><span class="label"></span></span>
+</div></div>
+<div class="move"><label for="viewer-slider">Image in series</label>
 <input type="range" id="viewer-slider" min="1" max="1" step="1" value="1"></div>
 <div class="info"><h3 id="viewer-title"></h3><dl id="viewer-facts"></dl><ul id="viewer-links"></ul>
 <pre id="viewer-excerpt" hidden></pre></div>
@@ -61,9 +78,11 @@ def page_asset(name: str) -> str:
 
 
 # The one script may run (by its hash, which works from file:// where 'self'
-# is unreliable); nothing may be fetched by script, posted, or embedded.
+# is unreliable); nothing may be fetched by script, posted, or embedded but for
+# the run's own reports and documents in the viewer's frame ('self' when served,
+# file: when opened from disk, where a page has no origin of its own).
 _CSP = ("script-src '{hash}'; connect-src 'none'; object-src 'none'; base-uri 'none'; "
-        "form-action 'none'; frame-src 'none'")
+        "form-action 'none'; frame-src 'self' file:")
 
 
 def index_page(patients: list[dict]) -> str:
@@ -172,7 +191,8 @@ def _first_file(series: dict) -> tuple[str, str] | None:
 
 def _viewer_series(series: dict) -> dict:
     """What the viewer needs of a series, without empty values (3,000 items add up)."""
-    keys = ("title", "image", "video", "audio", "facts", "links", "excerpt")
+    keys = ("title", "image", "video", "audio", "facts", "links", "excerpt", "page", "orient", "mm", "mm_note",
+            "columns")
     items = [{k: item[k] for k in keys if item.get(k)} for item in series.get("items", [])]
     return {"title": series.get("title") or "(untitled series)", "items": items}
 
@@ -305,12 +325,38 @@ def _index_item(result: Result, output: Path) -> dict:
     names = {**LINK_LABELS, **({".mp4": "MP4 video (HEVC)"} if TRANSCODED_SUFFIX in by_suffix else {})}
     links = [[names.get(kind, kind[1:]), _index_link(path, output)]
              for kind, path in sorted(by_suffix.items(), key=lambda kv: _link_order(kv[0]))]
+    page = by_suffix.get(".html") or next((by_suffix[s] for s in DOCUMENT_SUFFIXES if s in by_suffix), None)
     return {"title": files[0].relative_to(output).with_suffix("").as_posix() if files else result.source.name,
             "image": _index_link(picture, output) if picture else None,
             "video": _index_link(playable, output) if playable else None,
             "audio": _index_link(by_suffix[".wav"], output) if ".wav" in by_suffix else None,
             "facts": [[label, str(value)] for label, value in facts if value], "links": links,
-            "excerpt": r.get("excerpt") or None}
+            "excerpt": r.get("excerpt") or None,
+            # a report or document is shown in place, in a frame of the viewer
+            "page": _index_link(page, output) if page and not picture and not playable else None,
+            **_overlays(r)}
+
+
+def _overlays(record: dict) -> dict:
+    """What the viewer draws over a picture as a radiology viewer does: the patient direction at
+    each edge (left, top, right, bottom) and the size of a pixel in mm for a scale bar, from
+    Pixel Spacing, else Imager Pixel Spacing (PS3.3 10.7.1.3: at the detector, so an object in
+    the patient looks larger by the geometric magnification, which the bar says).  Only for
+    pictures that are the file's own frames; nothing where the file gives no basis."""
+    if record.get("kind") not in ("image", "cine", "volume"):
+        return {}
+    found: dict = {}
+    letters = edge_letters(record.get("orientation"), record.get("patient_orientation", ""))
+    if letters:
+        found["orient"] = letters
+    for key, note in (("pixel_spacing", ""), ("imager_pixel_spacing", "at the detector")):
+        spacing = record.get(key)
+        if spacing and len(spacing) == 2 and all(v > 0 for v in spacing):
+            # per output pixel: the frame's columns, which the picture may show scaled
+            found.update(mm=[float(spacing[0]), float(spacing[1])], columns=int(record.get("columns") or 0),
+                         **({"mm_note": note} if note else {}))
+            break
+    return found
 
 
 # What a link is, in words (not its extension alone).

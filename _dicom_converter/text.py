@@ -119,6 +119,8 @@ def index_record(ds: Dataset) -> dict:
         "columns": int(text("Columns") or 0) if text("Columns").isdigit() else 0,
         "frames": text("NumberOfFrames") or "1", "photometric": text("PhotometricInterpretation"),
         "orientation": numbers("ImageOrientationPatient"), "position": numbers("ImagePositionPatient"),
+        "patient_orientation": text("PatientOrientation"), "pixel_spacing": numbers("PixelSpacing"),
+        "imager_pixel_spacing": numbers("ImagerPixelSpacing"),
         "instance": text("InstanceNumber"), "sop_class": text("SOPClassUID"),
         "instance_uid": text("SOPInstanceUID"), "bits": text("BitsStored"), "body_part": text("BodyPartExamined"),
         "manufacturer": text("Manufacturer"), "model": text("ManufacturerModelName"),
@@ -129,8 +131,27 @@ def index_record(ds: Dataset) -> dict:
         "patient_birth_date": text("PatientBirthDate"), "study_time": text("StudyTime"),
         "frame_time": text("FrameTime"), "segments": len(ds.get("SegmentSequence") or []),
         "slide_size": " ".join(text(k) for k in ("TotalPixelMatrixColumns", "TotalPixelMatrixRows")).strip(),
-        **_waveform_extent(ds),
+        **_waveform_extent(ds), **_shared_geometry(ds),
     }
+
+
+def _shared_geometry(ds: Dataset) -> dict:
+    """An enhanced multi-frame file's orientation and pixel spacing, which it keeps in the Shared
+    Functional Groups (PS3.3 C.7.6.16.2.1 Pixel Measures, C.7.6.16.2.4 Plane Orientation)."""
+    try:
+        shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+        if shared is None or "ImageOrientationPatient" in ds:
+            return {}
+        found = {}
+        measures = (shared.get("PixelMeasuresSequence") or [None])[0]
+        if measures is not None and measures.get("PixelSpacing"):
+            found["pixel_spacing"] = [float(v) for v in measures.PixelSpacing]
+        plane = (shared.get("PlaneOrientationSequence") or [None])[0]
+        if plane is not None and plane.get("ImageOrientationPatient"):
+            found["orientation"] = [float(v) for v in plane.ImageOrientationPatient]
+        return found
+    except Exception:  # the index is a convenience
+        return {}
 
 
 def _waveform_extent(ds: Dataset) -> dict:

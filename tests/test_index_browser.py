@@ -17,6 +17,8 @@ REQUIRE_BROWSER=1: see tests/browser.py.
 
 from __future__ import annotations
 
+import shutil
+
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
@@ -377,3 +379,111 @@ def test_under_redact_patients_and_studies_stay_apart(tmp_path, chromium):
     assert cards["h3"] == ["Study 1 · CT · 1 series", "Study 1 · MR · 1 series", "Study 1 · ECG · 1 series"]
     for name in ("CompressedSamples", "CT1", "MR1", "Anonymous", "642341", "1CT1", "4MR1"):
         assert name not in cards["body"], name
+
+
+OVERLAY_STATE = """() => {
+  const img = document.querySelector('#viewer-stage img'), overlay = document.getElementById('viewer-overlay');
+  const fit = Math.min(img.offsetWidth / img.naturalWidth, img.offsetHeight / img.naturalHeight);
+  const zoom = getComputedStyle(img).transform === 'none' ? 1 : new DOMMatrix(getComputedStyle(img).transform).a;
+  return {
+    letters: [...overlay.querySelectorAll('.edge')].map(e => e.textContent),
+    shown: !overlay.hidden && getComputedStyle(overlay).display !== 'none',
+    bar: overlay.querySelector('.bar').getBoundingClientRect().width,
+    label: overlay.querySelector('.label').textContent,
+    screenPxPerImagePx: fit * zoom, natural: img.naturalWidth,
+  };
+}"""
+
+
+def open_card_of(page, words: str) -> None:
+    """Open the first card whose line under the title holds `words` ("CT ·", "20 images")."""
+    metas = page.locator("button[data-series] .meta").all_inner_texts()
+    page.locator("button[data-series]").nth(next(i for i, m in enumerate(metas) if words in m)).click()
+    page.wait_for_function("() => { const i = document.querySelector('#viewer-stage img');"
+                           " return i && (i.hidden || i.complete) }")
+
+
+def bar_mm(label: str) -> float:
+    number, unit = label.split()[:2]
+    return float(number) * (10 if unit == "cm" else 1)
+
+
+@pytest.fixture(scope="module")
+def overlay_site(tmp_path_factory) -> Path:
+    """An axial CT (CT_small.dcm), an oblique sagittal MR (MR2_UNCR.dcm) and the samples' 20-slice
+    CT series, converted."""
+    from conftest import copy_inputs
+
+    browser.require_browser()
+    root = tmp_path_factory.mktemp("overlays")
+    inputs = copy_inputs(root / "in", "CT_small.dcm", "MR2_UNCR.dcm")
+    shutil.copytree(Path(__file__).resolve().parent.parent / "dicom_data" / "CT_SERIES", inputs / "CT_SERIES")
+    out = root / "out"
+    proc = run_cli(inputs, "-o", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+@pytest.mark.parametrize("modality, name, letters", [
+    ("CT", "CT_small.dcm", ["R", "A", "L", "P"]),  # axial: the patient's right on the viewer's left, anterior up
+    ("MR", "MR2_UNCR.dcm", ["AR", "H", "PL", "F"]),  # sagittal (oblique): anterior left, head up
+])
+def test_orientation_letters_and_a_scale_bar_true_to_pixel_spacing(overlay_site, chromium, modality, name, letters):
+    from pydicom import dcmread
+
+    from conftest import testdata
+
+    ds = dcmread(testdata(name), stop_before_pixels=True)
+    column_mm = float(ds.PixelSpacing[1]) * int(ds.Columns)  # the picture's width in mm
+    with browser.serve(overlay_site) as url:
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "/index.html")
+        open_card_of(page, modality + " ·")
+        state = page.evaluate(OVERLAY_STATE)
+        assert state["shown"] and state["letters"] == letters, state
+        # the bar's length on screen is its label's length at this zoom
+        mm_per_screen_px = column_mm / (state["natural"] * state["screenPxPerImagePx"])
+        assert state["bar"] * mm_per_screen_px == pytest.approx(bar_mm(state["label"]), rel=0.02), state
+        page.keyboard.press("1")  # one image pixel per screen pixel
+        one = page.evaluate(OVERLAY_STATE)
+        assert one["screenPxPerImagePx"] == pytest.approx(1, rel=0.01), one
+        assert one["bar"] * column_mm / one["natural"] == pytest.approx(bar_mm(one["label"]), rel=0.02), one
+        page.keyboard.press("+")
+        assert page.evaluate(OVERLAY_STATE)["screenPxPerImagePx"] == pytest.approx(1.25, rel=0.01)
+        page.keyboard.press("0")
+        assert page.evaluate(OVERLAY_STATE)["screenPxPerImagePx"] == pytest.approx(state["screenPxPerImagePx"])
+        page.close()
+
+
+def test_a_report_and_a_pdf_open_inside_the_viewer(kinds_site, chromium):
+    with browser.serve(kinds_site) as url:
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "/index.html")
+        metas = page.locator("button[data-series] .meta").all_inner_texts()
+        page.locator("button[data-series]").nth(metas.index("SR · structured report · report")).click()
+        frame = page.locator("#viewer-stage iframe")
+        assert frame.is_visible() and frame.get_attribute("sandbox") == ""  # no scripts, no origin
+        report = page.frame_locator("#viewer-stage iframe").locator("body")
+        assert "A mass of 3 cm was detected." in report.inner_text()
+        assert page.locator("#viewer-stage p").is_hidden()  # no "No picture for this item."
+        page.keyboard.press("Escape")
+        pdf = next(i for i, m in enumerate(metas) if m.startswith("DOC · document · PDF document"))
+        page.locator("button[data-series]").nth(pdf).click()
+        assert frame.is_visible() and frame.get_attribute("src").endswith("report.pdf")
+        assert frame.get_attribute("sandbox") is None  # Chromium shows no PDF in a sandboxed frame
+        page.close()
+
+
+def test_on_a_phone_nothing_overflows_and_the_series_slider_is_labelled(overlay_site, chromium):
+    with browser.serve(overlay_site) as url:
+        page = chromium.new_page(viewport={"width": 390, "height": 844})
+        page.goto(url + "/index.html")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        open_card_of(page, "20 images")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        label = page.locator(".move label")
+        assert label.is_visible() and label.inner_text() == "Image in series"
+        for selector in ("#viewer-zoom-in", "#viewer-close", "#viewer-stage"):
+            box = page.locator(selector).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, (selector, box)
+        page.close()

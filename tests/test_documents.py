@@ -85,7 +85,7 @@ def test_the_title_and_size_are_shown_and_linked(documents):
     text = (root / "out" / "report_odd.txt").read_text(encoding="utf-8")
     assert f"Display                PDF document, {size:,} bytes: Radiology report" in text
     page = (root / "out" / "index.html").read_text(encoding="utf-8")
-    assert '<a href="report_odd.pdf">pdf</a>' in page and '<a href="model.stl">stl</a>' in page
+    assert '<a href="report_odd.pdf">PDF</a>' in page and '<a href="model.stl">STL model</a>' in page
 
 
 def test_redact_withholds_documents(documents, tmp_path):

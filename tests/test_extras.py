@@ -758,24 +758,25 @@ def test_index_groups_by_patient_study_series(index_run):
     cards = index_cards(out / "index.html")
     by_item = {item["title"]: card for card in cards for item in card["items"]}
     ct = by_item["CT_small"]
-    assert ct["h2"] == "Patient CompressedSamples^CT1 — 1CT1"
-    assert ct["h3"] == "Study 20040119 e+1"  # StudyDate, StudyDescription
-    assert ct["title"].split() == ["Series", "1"]
-    assert by_item["odd #1 & _b_"]["h2"] == "Patient CompressedSamples^MR1 — 4MR1"
-    assert by_item["SC_rgb_2frame"]["h2"] == "Patient Lestrade^G — ID1"
-    assert by_item["emri_small"]["h2"] == "Patient (no name)"
-    assert by_item["emri_small"]["title"].split() == ["Series", "301"]
-    injected = [card for card in cards if card["h2"] == f"Patient {INJECT_NAME} — X<1>"]
+    # PN components family first, then the ID, sex and age; study date (ISO), time, description
+    assert ct["h2"] == "CompressedSamples, CT1 · ID 1CT1 · other · 0 years"
+    assert ct["h3"] == "2004-01-19 07:27 · e+1 · CT · 1 series"
+    assert ct["title"] == "Series 1"
+    assert by_item["odd #1 & _b_"]["h2"] == "CompressedSamples, MR1 · ID 4MR1 · female"
+    assert by_item["SC_rgb_2frame"]["h2"] == "Lestrade, G · ID ID1 · female · 24 years"
+    assert by_item["emri_small"]["h2"] == "Unknown patient · born 2000-01-01"
+    assert by_item["emri_small"]["title"] == "Series 301"
+    injected = [card for card in cards if card["h2"] == f"{INJECT_NAME} · ID X<1>"]
     assert len(injected) == 1  # the two slices and their series cine: one card
     assert [item["title"] for item in injected[0]["items"]] == [f"inject/{INJECT_SERIES}", "inject/slice0",
                                                                 "inject/slice1"]  # the series cine first
-    assert injected[0]["h3"] == f"Study 20240101 {INJECT_STUDY}"
-    assert injected[0]["title"] == f"Series 4 {INJECT_DESCRIPTION}"
+    assert injected[0]["h3"].startswith("2024-01-01") and INJECT_STUDY in injected[0]["h3"]
+    assert injected[0]["title"] == f"Series 4 · {INJECT_DESCRIPTION}"
     # CT1, MR1, Lestrade, (no name), injected, and rtplan's (metadata only) patient
     assert len({card["h2"] for card in cards}) == 6
-    assert by_item["rtplan"]["h2"] == "Patient Last^First^mid^pre — id00001"
+    assert by_item["rtplan"]["h2"] == "Last, pre First mid · ID id00001 · other"  # Family^Given^Middle^Prefix
     page = (out / "index.html").read_text(encoding="utf-8")
-    assert page.count("Patient CompressedSamples^CT1") == 1
+    assert page.count("<h2>CompressedSamples, CT1") == 1
 
 
 def test_index_shows_summary_facts(index_run):

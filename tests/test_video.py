@@ -312,7 +312,7 @@ def test_hevc_also_gets_an_h264_mp4_unless_no_transcode(tmp_path):
         assert container.streams.video[0].codec_context.name == "h264"
     assert_in_order(bar_positions(transcoded))
     ((item,),) = [card["items"] for card in index_cards(tmp_path / "out" / "index.html")]
-    assert item["video"] == "heart.h264.mp4" and ["HEVC mp4", "heart.mp4"] in item["links"]
+    assert item["video"] == "heart.h264.mp4" and ["MP4 video (HEVC)", "heart.mp4"] in item["links"]
     run = run_cli(source, "-o", tmp_path / "plain", "--no-transcode")
     assert run.returncode == 0 and not (tmp_path / "plain" / "heart.h264.mp4").exists()
     assert (tmp_path / "plain" / "heart.mp4").exists()

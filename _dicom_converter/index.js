@@ -173,7 +173,7 @@
     overlay.hidden = true;
     if (img) img.style.transform = zoom === 1 ? '' : 'translate(' + panX + 'px,' + panY + 'px) scale(' + zoom + ')';
     $('viewer-zoom-one').setAttribute('aria-pressed', String(!!(el && Math.abs(fitScale(el) * zoom - 1) < 0.01)));
-    if (!el || !item || !(item.orient || item.mm)) return;
+    if (!el || !item || !(item.orient || item.mm || item.window)) return;
     var n = naturalSize(el), fit = fitScale(el);
     if (!fit) return;
     var scale = fit * (el === img ? zoom : 1), w = n[0] * scale, h = n[1] * scale;
@@ -187,6 +187,7 @@
     ['left', 'top', 'right', 'bottom'].forEach(function (edge, k) {
       overlay.querySelector('.' + edge).textContent = item.orient ? item.orient[k] : '';
     });
+    overlay.querySelector('.window').textContent = item.window || '';
     var bar = overlay.querySelector('.scale');
     bar.hidden = !item.mm;
     if (item.mm) {  // mm[1]: the spacing between columns, along a row (PS3.3 10.7.1.3)

@@ -50,6 +50,7 @@ INDEX_VIEWER = """<dialog class="viewer" id="viewer" aria-label="Viewer" aria-mo
 <div class="stage" id="viewer-stage"><div class="overlay" id="viewer-overlay" aria-hidden="true" hidden>
 <span class="edge left"></span><span class="edge top"></span><span class="edge right"></span>
 <span class="edge bottom"></span><span class="scale"><span class="bar"></span><span class="label"></span></span>
+<span class="window"></span>
 </div></div>
 <div class="move"><label for="viewer-slider">Image in series</label>
 <input type="range" id="viewer-slider" min="1" max="1" step="1" value="1"></div>
@@ -167,8 +168,9 @@ def _series_card(series: dict, index: int) -> str:
         # width/height reserve the box before the file arrives; CSS scales it to the card
         picture = (f'<img class="thumb" loading="lazy" decoding="async" width="256" height="256" alt="" '
                    f'src="{escape(_relative(series["thumb"]))}">')
-    else:
-        picture = f'<span class="thumb none" aria-hidden="true">{escape(modality or "?")}</span>'
+    else:  # a kind without a picture is named, not shown as a black square
+        named = series.get("placeholder") or modality or "?"
+        picture = f'<span class="thumb none" aria-hidden="true">{escape(named)}</span>'
     count = series.get("count_text") or _plural(int(series.get("count") or len(series.get("items", []))), "item")
     meta = " · ".join(w for w in (modality_text(modality), count, series.get("size") or "") if w)
     fallback = _first_file(series)
@@ -192,7 +194,7 @@ def _first_file(series: dict) -> tuple[str, str] | None:
 def _viewer_series(series: dict) -> dict:
     """What the viewer needs of a series, without empty values (3,000 items add up)."""
     keys = ("title", "image", "video", "audio", "facts", "links", "excerpt", "page", "orient", "mm", "mm_note",
-            "columns")
+            "columns", "window")
     items = [{k: item[k] for k in keys if item.get(k)} for item in series.get("items", [])]
     return {"title": series.get("title") or "(untitled series)", "items": items}
 
@@ -295,6 +297,7 @@ def _index_series(number: str, description: str, results: list[Result], output: 
     title = " · ".join(w for w in (f"Series {number}" if number else "", description) if w)
     return {"title": title or "Series (unnumbered)",
             "modality": first.get("modality", ""), "count": len(results), "count_text": series_count_text(results),
+            "placeholder": placeholder_text(first),
             "size": sizes[0] if sizes and len(set(sizes)) == 1 else ("mixed sizes" if sizes else ""),
             "thumb": _index_link(Path(middle.record["thumbnail"]), output) if middle else None,
             "items": [_index_item(result, output) for result in results]}
@@ -346,6 +349,9 @@ def _overlays(record: dict) -> dict:
     if record.get("kind") not in ("image", "cine", "volume"):
         return {}
     found: dict = {}
+    window = re.match(r"window (-?[\d.]+)/(-?[\d.]+)", record.get("Display", ""))
+    if window:  # the window as used, as viewers print it
+        found["window"] = f"W {window.group(2)} L {window.group(1)}"
     letters = edge_letters(record.get("orientation"), record.get("patient_orientation", ""))
     if letters:
         found["orient"] = letters
@@ -431,8 +437,23 @@ def series_count_text(results: list[Result]) -> str:
         return count_text(files[0].record) + cine
     if len(kinds) == 1 and next(iter(kinds)) == "image":
         return _plural(len(files), "image") + cine
+    if kinds == {"metadata"}:
+        return f"{_plural(len(files), 'file')} · details only"
     counted = collections.Counter(_noun(r.record) for r in files)
     return " · ".join(_plural(n, noun) for noun, n in sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))) + cine
+
+
+def placeholder_text(record: dict) -> str:
+    """What a card without a picture shows in its place: the kind of object, in words."""
+    kind, sop_class = record.get("kind", ""), record.get("sop_class", "")
+    if kind == "document":
+        return DOCUMENT_CLASSES.get(sop_class, ("", "Document"))[1]
+    if kind == "waveform":
+        return "Audio" if sop_class in AUDIO_CLASSES else "ECG" if sop_class in ECG_CLASSES else "Waveform"
+    if kind == "metadata":
+        name = MODALITY_NAMES.get(record.get("modality", ""), "")
+        return (name[:1].upper() + name[1:]) if name else "No image"
+    return {"report": "Report", "video": "Video"}.get(kind, "")
 
 
 def _noun(record: dict) -> str:

@@ -340,6 +340,7 @@ def card_texts(chromium, url: str) -> dict[str, str]:
     try:
         page.goto(url)
         return {"metas": page.locator("button[data-series] .meta").all_inner_texts(),
+                "placeholders": page.locator("button[data-series] .thumb.none").all_inner_texts(),
                 "h2": page.locator("body > h2").all_inner_texts(),
                                                         "h3": page.locator("body > h3").all_inner_texts(),
                                                         "body": page.locator("body").inner_text()}
@@ -362,6 +363,8 @@ def test_each_kind_is_counted_as_its_kind(kinds_site, chromium):
     assert "SM · slide microscopy · 400 × 300 px" in metas  # the stitched picture, not its tiles
     assert "ES · endoscopy · 1 recording · 1 video · 96×64" in metas  # a video and a voice in one series
     assert not any(" image" in m for m in metas if m.startswith(("RTDOSE", "SEG", "ECG", "SR", "AU"))), metas
+    # a card without a picture names its kind
+    assert sorted(cards["placeholders"]) == ["PDF", "Report"], cards["placeholders"]
 
 
 def test_under_redact_patients_and_studies_stay_apart(tmp_path, chromium):
@@ -387,6 +390,7 @@ OVERLAY_STATE = """() => {
   const zoom = getComputedStyle(img).transform === 'none' ? 1 : new DOMMatrix(getComputedStyle(img).transform).a;
   return {
     letters: [...overlay.querySelectorAll('.edge')].map(e => e.textContent),
+    window: overlay.querySelector('.window').textContent,
     shown: !overlay.hidden && getComputedStyle(overlay).display !== 'none',
     bar: overlay.querySelector('.bar').getBoundingClientRect().width,
     label: overlay.querySelector('.label').textContent,
@@ -441,6 +445,10 @@ def test_orientation_letters_and_a_scale_bar_true_to_pixel_spacing(overlay_site,
         open_card_of(page, modality + " ·")
         state = page.evaluate(OVERLAY_STATE)
         assert state["shown"] and state["letters"] == letters, state
+        if "WindowCenter" in ds:  # the file's window, used as it is
+            assert state["window"] == f"W {float(ds.WindowWidth):g} L {float(ds.WindowCenter):g}", state
+        else:  # no window in the file: none claimed
+            assert state["window"] == "", state
         # the bar's length on screen is its label's length at this zoom
         mm_per_screen_px = column_mm / (state["natural"] * state["screenPxPerImagePx"])
         assert state["bar"] * mm_per_screen_px == pytest.approx(bar_mm(state["label"]), rel=0.02), state

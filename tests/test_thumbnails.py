@@ -46,3 +46,18 @@ def test_no_index_means_no_thumbnails_and_a_failure_leaves_none(tmp_path):
     assert [p.name for p in (tmp_path / "out" / ".thumbs").iterdir()] == ["good.jpg"]
     run = run_cli(tmp_path / "in", "-o", tmp_path / "plain", "--no-index")
     assert not (tmp_path / "plain" / ".thumbs").exists()
+
+
+def test_a_cine_is_pictured_by_its_middle_frame(tmp_path):
+    """An angiography run starts before the contrast arrives: its card shows the middle frame
+    (the samples' XA run, whose first frames are an empty grey disc), not the first."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(testdata("emri_small.dcm"), tmp_path / "in" / "cine.dcm")  # 10 frames that differ
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "out", "--frames", "--8bit")
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = tmp_path / "out"
+    frames = sorted((out / "cine_frames").glob("*.png"))
+    assert len(frames) == 10
+    with Image.open(out / ".thumbs" / "cine.jpg") as thumb:
+        likeness = [looks_like(thumb, Image.open(frame)) for frame in frames]
+    assert max(range(10), key=likeness.__getitem__) == 5 and likeness[5] > 0.99, likeness

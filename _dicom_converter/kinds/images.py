@@ -32,11 +32,14 @@ def write_image(job: Conversion, kind: str) -> None:
 
 
 def write_clip(job: Conversion, kind: str) -> None:
-    """Frames that are moments: a GIF and an MP4 at the file's own rate, pictured by its first frame."""
+    """Frames that are moments: a GIF and an MP4 at the file's own rate, pictured by its middle frame."""
     frames_total = check_frames(job)
     frames = display_frames(job)
     timing = frame_timing(job.ds, frames_total, job.options.fps)
     job.rendering["FrameRate"] = timing.describe()
-    written = write_cine(frames, job.output, timing, job.options, thumbnail=(0, job.thumbnail))
+    # Pictured by its middle frame: an angiography run's first frames come before the contrast
+    # (a grey disc), and a loop's middle is as good as any of its frames; the frame that shows
+    # most would need every frame before the first is written, which streaming does not keep.
+    written = write_cine(frames, job.output, timing, job.options, thumbnail=(frames_total // 2, job.thumbnail))
     if written != frames_total:
         raise CorruptFile(f"decoded {written} of {frames_total} frames")

@@ -229,6 +229,7 @@ def write_index(output: Path, results) -> Path:
     """
     tree: dict = {}
     facts: dict = {}  # each patient's and study's headings, from the first of its files
+    first_input: dict = {}  # each patient's and study's first input file: --redact numbers them in that order
     for number, result in enumerate(results):
         if result.status not in SHOWN_STATUSES:
             continue
@@ -242,6 +243,9 @@ def write_index(output: Path, results) -> Path:
         facts.setdefault(patient, {"sex": r.get("patient_sex"), "age": r.get("patient_age"),
                                    "birth": r.get("patient_birth_date")})
         facts.setdefault((patient, study), {"time": r.get("study_time"), "modalities": set()})
+        if result.status != "series":  # a series cine's source is an output
+            for key in (patient, (patient, study)):
+                first_input[key] = min(first_input.get(key, result.source), result.source)
         if r.get("modality"):
             facts[(patient, study)]["modalities"].add(r["modality"])
 
@@ -257,14 +261,18 @@ def write_index(output: Path, results) -> Path:
     def patient_first_output(studies: dict) -> str:
         return min(first_output(series_map) for series_map in studies.values())
 
+    def appearance(key) -> tuple:  # --redact's order: the first input file, as --layout study numbers them
+        return (0, first_input[key]) if key in first_input else (1, Path())
+
     patients = []
-    # by name and ID; under --redact, where both are empty, in order of appearance (first output)
+    # by name and ID; under --redact, where both are empty, in order of appearance in the input
     for number, (patient, studies) in enumerate(sorted(tree.items(), key=lambda kv: (
-            kv[0][:2], patient_first_output(kv[1]), kv[0][2])), 1):
+            kv[0][:2], appearance(kv[0]) if kv[0][2] else (), patient_first_output(kv[1]), kv[0][2])), 1):
         redacted = bool(patient[2])
         studies_model = []
         for study_number, (study, series_map) in enumerate(sorted(studies.items(), key=lambda kv: (
-                kv[0][1], facts[(patient, kv[0])]["time"] or "", kv[0][2], first_output(kv[1]))), 1):
+                appearance((patient, kv[0])) if redacted else (), kv[0][1], facts[(patient, kv[0])]["time"] or "",
+                kv[0][2], first_output(kv[1]))), 1):
             series_model = [series_card(series_number, series_description, places)
                             for (series_number, series_description, _), places in sorted(
                                 series_map.items(), key=lambda kv: (_series_sort_key(kv), min(kv[1])[0]))]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from _dicom_converter.base import DICOM_SUFFIXES, MAX_STEM_BYTES
 from _dicom_converter.reading import _dcmread
@@ -179,7 +179,8 @@ def plan_outputs(files: list[Path], root: Path, output: Path) -> list[tuple[Path
     return sorted(planned)
 
 
-def plan_group(files: list[tuple[Path, Path]], present: set[str], output: Path) -> list[tuple[Path, Path, str]]:
+def plan_group(files: list[tuple[Path, Path]], present: set[str], output: Path,
+               stem_of: Callable[[Path], str] | None = None) -> list[tuple[Path, Path, str]]:
     """Pair each DICOM input of one output folder (input, output folder) with a unique output stem.
 
     The input tree is mirrored, each folder name made portable.  Two inputs
@@ -192,7 +193,8 @@ def plan_group(files: list[tuple[Path, Path]], present: set[str], output: Path) 
     beside ``IM1``) or a folder the mirrored tree needs.  Names are compared by
     `name_key`, since outputs are often copied to case- and
     normalisation-insensitive file systems.  Returns ``(input, stem path,
-    note)``; the note tells of a rename.
+    note)``; the note tells of a rename.  `stem_of` names a file's outputs
+    (default: its own name less a DICOM suffix, `output_stem`).
     """
     taken: set[str] = set()
     reserved = {name_key(output / "index.html"), name_key(output / "manifest.csv")}  # the run's own
@@ -210,7 +212,7 @@ def plan_group(files: list[tuple[Path, Path]], present: set[str], output: Path) 
 
     planned = []
     for path, folder in files:
-        stem = output_stem(path.name)
+        stem = stem_of(path) if stem_of is not None else output_stem(path.name)
         candidate, n = stem, 1
         while clashes(folder / candidate):
             n += 1

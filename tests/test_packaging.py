@@ -21,7 +21,7 @@ PACKAGE = ROOT / "_dicom_converter"
 LAYERS = [
     "base", "sop", "reading", "timing", "values", "inputs",
     "pixels.libjpeg_turbo", "pixels.decode", "pixels.display", "pixels.helper",
-    "writers", "gif", "dump", "text", "redaction", "geometry", "classify", "job",
+    "writers", "gif", "dump", "text", "redaction", "geometry", "classify", "layout", "job",
     "kinds.*",
     "results", "convert", "series", "pool", "index_page", "manifest", "batch", "cli",
 ]

@@ -11,6 +11,10 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
+# The release, as pyproject.toml's `version` (tests/test_cli.py checks they agree); an installed
+# copy reports its package metadata instead (`cli.program_version`).
+__version__ = "1.0.0"
+
 DEFAULT_INPUT = "dicom_data"
 DEFAULT_OUTPUT = "output"
 DEFAULT_FPS = Fraction(10)

@@ -156,7 +156,12 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
     finally:
         signal.signal(signal.SIGTERM, previous_term)
     if not counts["dicom"] and not interrupted:
-        log.line(f"no DICOM files found in {input_path}")
+        if batch.shard is None:  # nothing to list or show: say so, and write no empty manifest
+            results.close()
+            log.error(no_dicom_message(input_path, counts["not_dicom"]))
+            return 1
+        log.line(f"no DICOM files found in {input_path} for shard {batch.shard[0]} of {batch.shard[1]}")
+    index_page = None
     if not interrupted:
         # rows made one at a time, in order: no second copy of every file's state
         redacted = bool(options.redact_salt)
@@ -165,25 +170,49 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
         if batch.shard is None:
             log.line(f"manifest   {display_name(write_manifest(output, rows), output)}")
             if batch.index and any(result.status in SHOWN_STATUSES for result in results):
-                log.line(f"index      {display_name(write_index(output, results), output)}")
+                index_page = write_index(output, results)
         else:
             write_shard_part(output, batch.shard, rows, results)
             if all(shard_part(output, (k, batch.shard[1])).exists() for k in range(1, batch.shard[1] + 1)):
                 merge_shards(output, batch.shard[1], quiet=True, index=batch.index)  # the last shard to finish
                 log.line(f"merged     {batch.shard[1]} shards into manifest.csv and index.html")
+                index_page = output / "index.html" if batch.index and (output / "index.html").exists() else None
     results.close()
     log.summary(
-        f"{'Interrupted' if interrupted else 'Done'}: {counts['converted']} converted "
-        f"({made['.png']} PNG, {made['.gif']} GIF, {made['.mp4']} MP4), "
+        f"{'Interrupted' if interrupted else 'Done'}: {counts['converted']} converted ({output_counts(made)}), "
         + (f"{counts['series']} series, " if batch.series else "")
         + f"{counts['metadata']} metadata only, {counts['not_dicom'] + counts['skipped']} skipped, "
         + (f"{counts['current']} already up to date, " if batch.skip_existing else "")
         + f"{counts['failed']} failed."
-        + (f" (shard {batch.shard[0]} of {batch.shard[1]})" if batch.shard else "")
+        + (f" (shard {batch.shard[0]} of {batch.shard[1]})" if batch.shard else ""),
+        last=f"index      {index_page}" if index_page else None,  # where to look: the full path, last
     )
     if interrupted:
         return 130
     return 1 if counts["failed"] else 0
+
+
+# The summary's order of output kinds: pictures, then pages and documents, then data; any other
+# suffix (an .obj's .mtl, --json's .json) follows by name.  The .txt every file gets is not counted.
+SUMMARY_SUFFIXES = (".png", ".gif", ".mp4", ".html", ".pdf", ".xml", ".stl", ".obj", ".csv", ".wav")
+
+
+def output_counts(made: dict[str, int]) -> str:
+    """``24 PNG, 3 GIF, 3 MP4`` and every other kind of output written, by suffix (PNG, GIF
+    and MP4 always, so a run without cines still says it made none)."""
+    order = [*SUMMARY_SUFFIXES, *sorted(set(made) - set(SUMMARY_SUFFIXES) - {".txt"})]
+    return ", ".join(f"{made.get(suffix, 0)} {suffix[1:].upper()}" for suffix in order
+                     if made.get(suffix) or suffix in (".png", ".gif", ".mp4"))
+
+
+def no_dicom_message(input_path: Path, looked_at: int) -> str:
+    """The one line for an input with no DICOM file in it (exit status 1)."""
+    if input_path.is_file():
+        return f"error: {input_path} is not a DICOM file"
+    if not looked_at:
+        return f"error: no DICOM files found in {input_path}: the folder holds no files"
+    return (f"error: no DICOM files found in {input_path}: {looked_at} file{'s' if looked_at != 1 else ''} "
+            f"looked at, {'none' if looked_at != 1 else 'not'} DICOM")
 
 
 def overlay_tasks(results: LineStore, options: Options) -> list[tuple[int, tuple]]:

@@ -19,6 +19,7 @@ from _dicom_converter.base import (
     Batch,
     Options,
     Unsupported,
+    __version__,
 )
 from _dicom_converter.batch import run_batch
 from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
@@ -37,15 +38,62 @@ def positive_fps(text: str) -> Fraction:
     return value
 
 
+DESCRIPTION = """\
+Convert everything on a DICOM disc or folder into files anyone can open, following the DICOM
+display pipeline.  What each kind of object becomes (STEM: the input's name):
+
+  images (CT, MR, CR, DX, US, secondary capture ...)      STEM.png (16-bit grey unless --8bit)
+  cines (multi-frame ultrasound, angiography ...)         STEM.gif + STEM.mp4
+  volumes, segmentations, RT dose (frames as slices)      STEM.png contact sheet + STEM.gif + STEM.mp4
+  whole-slide images                                      STEM.png (the tiles stitched)
+  DICOM video (H.264, HEVC, MPEG-2)                       STEM.mp4 (its own stream) + STEM.png poster
+  encapsulated PDF, CDA, STL, OBJ, MTL                    the document itself: STEM.pdf, .xml, .stl ...
+  structured reports (SR, key objects, dose reports)      STEM.html
+  waveforms (ECG, pressure, EEG ...)                      STEM.png on ECG paper / strips + STEM.csv
+  audio (Basic Voice, General Audio)                      STEM.wav
+  no pixels (RT plans ...)                                STEM.txt only ("metadata only")
+
+Every DICOM file also gets STEM.txt (a summary and every element), and the run
+OUTPUT/manifest.csv and OUTPUT/index.html (a page to browse everything converted).
+Files are recognised by content, not by name; the input is only read."""
+
+EPILOG = """\
+exit status:
+  0    every DICOM file converted
+  1    some files failed, no DICOM file found in the input, or OUTPUT cannot be written
+  2    usage error (a bad option, a missing input, -o naming a file)
+  130  interrupted (Ctrl-C or SIGTERM): no partial file is left; --skip-existing goes on
+
+Run again into the same OUTPUT (even the input folder itself): the outputs listed in its
+manifest.csv are never taken for inputs, so the same files get the same names, never _2 copies.
+
+examples:
+  a hospital CD, everything into one folder with a page to browse:
+    %(prog)s /media/cdrom -o ~/scans
+  for sharing: no names, IDs, dates or burned-in text in any output:
+    %(prog)s ~/scans/CD1 --redact -o ~/to_share
+  on a cluster, share 3 of 16 (one Slurm array task each) into one shared folder:
+    %(prog)s /data/archive -o /shared/out --shard 3/16 -q
+  a single file:
+    %(prog)s IM000001.dcm -o ."""
+
+
+def program_version() -> str:
+    """The version an installed copy's metadata gives, else this checkout's (`__version__`)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("dicom-converter")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Convert DICOM files to PNG (single frame) or GIF + MP4 (multi-frame), "
-        "with a metadata .txt beside each, following the DICOM display pipeline.",
-        epilog="PNGs are written with the Up row filter and libdeflate level 1: measured on CT, MR, CR and "
-        "ultrasound images, 2-6x faster than Pillow (level 1 or its default 6) for files of about the same "
-        "size.  Exit status: 0 every DICOM file converted, 1 some failed, "
-        "2 usage error, 130 interrupted (Ctrl-C or SIGTERM; no partial file is left).",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {program_version()}")
     parser.add_argument("input_path", nargs="?", default=DEFAULT_INPUT,
                         help=f"DICOM file or directory, walked recursively (default: {DEFAULT_INPUT})")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
@@ -157,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--merge-shards N needs N >= 1")
     if not input_path.exists() and args.merge_shards is None:  # a merge reads only OUTPUT
         parser.error(f"input path does not exist: {input_path}")
+    if output.exists() and not output.is_dir():
+        parser.error(f"-o {output} is a file; OUTPUT must be a folder (it is created if missing)")
     options = Options(
         eight_bit=args.eight_bit,
         write_gif=not args.no_gif,

@@ -69,10 +69,19 @@ class Log:
         if self.bar is not None:
             self.bar.update(1)
 
-    def summary(self, text: str) -> None:
+    def summary(self, text: str, last: str | None = None) -> None:
+        """The run's closing lines, shown even with ``quiet``: `text`, then `last` (where to look)."""
         if self.bar is not None:
             self.bar.close()
         print(text, flush=True)
+        if last:
+            print(last, flush=True)
+
+    def error(self, text: str) -> None:
+        """A run that stops with one line on stderr (no summary)."""
+        if self.bar is not None:
+            self.bar.close()
+        print(text, file=sys.stderr, flush=True)
 
 
 class LineStore:

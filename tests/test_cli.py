@@ -167,7 +167,7 @@ def test_input_is_never_written_even_with_output_inside_it(tmp_path):
     second = run_cli(inp, "-o", inp / "converted")
     assert first.returncode == second.returncode == 0
     # the second run must not take the first run's outputs for inputs
-    assert "converted/" not in second.stdout
+    assert not [line for line in second.stdout.splitlines() if "converted/" in line and not line.startswith("index ")]
     after = {k: v for k, v in tree_hashes(inp).items() if not k.startswith("converted")}
     assert after == before
     assert outputs(inp / "converted") == [
@@ -201,3 +201,97 @@ def test_whole_pydicom_corpus_one_line_per_file_no_traceback(tmp_path):
         assert f"FAILED     {known_bad}: " in run.stderr
     converted = sum(line.startswith("converted") for line in result_lines)
     assert converted >= 110
+
+
+# -----------------------------------------------------------------------------
+# Exit statuses, --version, --help, the summary (#26)
+# -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, line", [
+    (lambda folder: None, "no DICOM files found in {folder}: the folder holds no files"),
+    (lambda folder: [Image.new("L", (8, 8)).save(folder / f"photo{n}.jpg") for n in range(3)],
+     "no DICOM files found in {folder}: 3 files looked at, none DICOM"),
+])
+def test_an_input_without_dicom_files_exits_1_with_one_line_and_writes_nothing(tmp_path, make, line):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make(folder)
+    run = run_cli(folder, "-o", tmp_path / "out", "-q")
+    assert run.returncode == 1
+    assert run.stderr == f"error: {line.format(folder=folder)}\n"
+    assert run.stdout == ""
+    assert list((tmp_path / "out").iterdir()) == []  # no empty manifest.csv or index.html
+
+
+def test_a_single_file_that_is_not_dicom_exits_1(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    run = run_cli(tmp_path / "notes.txt", "-o", tmp_path / "out")
+    assert run.returncode == 1
+    assert run.stderr.splitlines()[-1] == f"error: {tmp_path / 'notes.txt'} is not a DICOM file"
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_output_naming_an_existing_file_is_a_usage_error(tmp_path):
+    (tmp_path / "out.png").write_bytes(b"mine")
+    run = run_cli(testdata("CT_small.dcm"), "-o", tmp_path / "out.png")
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[-1].endswith(
+        f"error: -o {tmp_path / 'out.png'} is a file; OUTPUT must be a folder (it is created if missing)")
+    assert (tmp_path / "out.png").read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_version_is_the_one_in_pyproject(tmp_path):
+    import tomllib
+
+    from _dicom_converter.base import __version__
+
+    version = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"]["version"]
+    assert __version__ == version
+    run = run_cli("--version")
+    assert run.returncode == 0
+    assert run.stdout == f"dicom_converter.py {version}\n"
+
+
+def test_help_lists_every_kind_of_object_and_ends_with_four_examples():
+    run = run_cli("--help")
+    assert run.returncode == 0
+    table = run.stdout.split("becomes (STEM: the input's name):\n\n")[1].split("\n\n")[0]
+    rows = [[cell.strip() for cell in line.strip().split("  ") if cell.strip()] for line in table.splitlines()]
+    assert [(kind.split(" (")[0], made.split(" (")[0]) for kind, made in rows] == [
+        ("images", "STEM.png"),
+        ("cines", "STEM.gif + STEM.mp4"),
+        ("volumes, segmentations, RT dose", "STEM.png contact sheet + STEM.gif + STEM.mp4"),
+        ("whole-slide images", "STEM.png"),
+        ("DICOM video", "STEM.mp4"),
+        ("encapsulated PDF, CDA, STL, OBJ, MTL", "the document itself: STEM.pdf, .xml, .stl ..."),
+        ("structured reports", "STEM.html"),
+        ("waveforms", "STEM.png on ECG paper / strips + STEM.csv"),
+        ("audio", "STEM.wav"),
+        ("no pixels", "STEM.txt only"),
+    ]
+    assert "Every DICOM file also gets STEM.txt" in run.stdout
+    tail = run.stdout.rstrip("\n").split("examples:\n")[1].splitlines()
+    assert [line.split()[0] for line in tail[1::2]] == ["dicom_converter.py"] * 4
+    assert [line.strip() for line in tail[1::2]] == [
+        "dicom_converter.py /media/cdrom -o ~/scans",
+        "dicom_converter.py ~/scans/CD1 --redact -o ~/to_share",
+        "dicom_converter.py /data/archive -o /shared/out --shard 3/16 -q",
+        "dicom_converter.py IM000001.dcm -o .",
+    ]
+    for status in ("0 ", "1 ", "2 ", "130 "):
+        assert f"\n  {status}" in run.stdout.split("exit status:")[1]
+
+
+def test_summary_counts_every_kind_of_output_and_ends_with_the_index_page(tmp_path):
+    inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "emri_small.dcm", "waveform_ecg.dcm")
+    run = run_cli(inp, "-o", tmp_path / "out", "--json")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[-2] == ("Done: 3 converted (3 PNG, 1 GIF, 1 MP4, 1 CSV, 3 JSON), "
+                         "0 metadata only, 0 skipped, 0 failed.")
+    assert lines[-1] == f"index      {(tmp_path / 'out' / 'index.html').resolve()}"
+    assert (tmp_path / "out" / "index.html").is_file()
+    quiet = run_cli(inp, "-o", tmp_path / "quiet", "--json", "--no-index", "-q")
+    assert quiet.stdout.splitlines() == ["Done: 3 converted (3 PNG, 1 GIF, 1 MP4, 1 CSV, 3 JSON), "
+                                         "0 metadata only, 0 skipped, 0 failed."]

@@ -129,6 +129,7 @@ class Batch:
     series: bool = False  # --series: the single-frame files of each series also as one cine
     index: bool = True  # OUTPUT/index.html
     shard: tuple[int, int] | None = None  # --shard K/N: this run converts share K of N
+    layout: str = "mirror"  # --layout: "mirror" the input tree, or "study": PATIENT/STUDY/SERIES/
 
 
 def first_line(exc: BaseException) -> str:

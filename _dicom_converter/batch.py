@@ -14,7 +14,9 @@ from _dicom_converter.index_page import write_index
 from _dicom_converter.inputs import OUTPUT_SUFFIXES, looks_like_dicom, name_key, plan_group, walk_groups
 from _dicom_converter.kinds.documents import DOCUMENT_SUFFIXES
 from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
+from _dicom_converter.layout import plan_study_layout
 from _dicom_converter.manifest import (
+    earlier_outputs,
     in_shard,
     manifest_key,
     manifest_row,
@@ -79,7 +81,9 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
     counts = dict.fromkeys(("converted", "metadata", "skipped", "failed", "not_dicom", "current", "series", "dicom"), 0)
     made = {".png": 0, ".gif": 0, ".mp4": 0}
     mine = (lambda path: True) if batch.shard is None else (lambda path: in_shard(path, base, batch.shard))
-    total = sum(mine(path) for group in walk_groups(input_path, output, output) for path, _ in group.files) \
+    # OUTPUT is the input folder (or holds it): what earlier runs wrote there is no input
+    earlier = earlier_outputs(output) if input_path.is_dir() and input_path.is_relative_to(output) else set()
+    total = sum(mine(path) for group in walk_groups(input_path, output, output, earlier) for path, _ in group.files) \
         if Log.shows_bar(batch.quiet) else 0  # a second walk, only to size a terminal's progress bar
     log = Log(total, batch.quiet)
     previous_term = signal.signal(signal.SIGTERM, _interrupt_on_signal)
@@ -95,38 +99,50 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
         log.line(result_line(result, base, output), problem=result.status == "failed")
         log.advance()
 
+    def dicom_of(group) -> list[tuple[Path, Path]]:
+        """The group's DICOM files; the others are reported (this shard's) as skipped."""
+        dicom = []
+        for path, folder in group.files:
+            if looks_like_dicom(path):
+                dicom.append((path, folder))
+            elif mine(path):
+                counts["not_dicom"] += 1
+                results.append(Result(path, "skipped", message="not a DICOM file"))
+                log.line(f"skipped    {display_name(path, base)}: not a DICOM file")
+                log.advance()
+        return dicom
+
+    def tasks_of(planned: list[tuple[Path, Path, str]]) -> Iterator[tuple]:
+        for source, stem, note in planned:
+            if batch.series:
+                taken.add(name_key(stem))
+            if not mine(source):
+                continue
+            counts["dicom"] += 1
+            if note:
+                log.line(f"note       {display_name(source, base)}: {note}")
+            if batch.skip_existing and outputs_are_current(source, stem, bool(options.redact_salt)):
+                counts["current"] += 1
+                results.append(existing_result(source, stem, options))
+                log.line(f"up to date {display_name(source, base)}")
+                log.advance()
+                continue
+            yield source, stem, options
+
     def planned_tasks() -> Iterator[tuple]:
         """The walk, one output folder at a time, planned and handed to the pool as it goes."""
-        for group in walk_groups(input_path, output, output):
+        if batch.layout == "study":  # names from the files' values: every header first, every shard alike
+            dicom = [path for group in walk_groups(input_path, output, output, earlier) for path, _ in dicom_of(group)]
+            yield from tasks_of(plan_study_layout(dicom, output, bool(options.redact_salt)))
+            return
+        for group in walk_groups(input_path, output, output, earlier):
             if not any(mine(path) for path, _ in group.files):
                 continue  # another shard's: its names cannot touch ours
-            dicom = []
-            for path, folder in group.files:
-                if looks_like_dicom(path):
-                    dicom.append((path, folder))
-                elif mine(path):
-                    counts["not_dicom"] += 1
-                    results.append(Result(path, "skipped", message="not a DICOM file"))
-                    log.line(f"skipped    {display_name(path, base)}: not a DICOM file")
-                    log.advance()
+            dicom = dicom_of(group)
             planned = plan_group(dicom, group.present, output)  # every file of the folder, as one run names them
             if options.redact_salt:
                 planned = redact_names(planned, output, options.redact_salt)
-            for source, stem, note in planned:
-                if batch.series:
-                    taken.add(name_key(stem))
-                if not mine(source):
-                    continue
-                counts["dicom"] += 1
-                if note:
-                    log.line(f"note       {display_name(source, base)}: {note}")
-                if batch.skip_existing and outputs_are_current(source, stem, bool(options.redact_salt)):
-                    counts["current"] += 1
-                    results.append(existing_result(source, stem, options))
-                    log.line(f"up to date {display_name(source, base)}")
-                    log.advance()
-                    continue
-                yield source, stem, options
+            yield from tasks_of(planned)
 
     try:
         for result in convert_all(planned_tasks(), batch.jobs):

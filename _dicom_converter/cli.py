@@ -23,6 +23,7 @@ from _dicom_converter.base import (
 )
 from _dicom_converter.batch import run_batch
 from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
+from _dicom_converter.layout import LAYOUTS
 from _dicom_converter.manifest import merge_shards, shard_secret
 from _dicom_converter.pool import default_jobs
 from _dicom_converter.writers import THUMBS_FOLDER
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"DICOM file or directory, walked recursively (default: {DEFAULT_INPUT})")
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT,
                         help=f"output directory (default: {DEFAULT_OUTPUT})")
+    parser.add_argument("--layout", choices=LAYOUTS, default="mirror",
+                        help="mirror: the input's folders (default); study: PATIENT/STUDY/SERIES/ named from "
+                        "each file's values, e.g. 'DOE, Jane (123)/2024-01-15 CT HEAD/003 AXIAL/0007.png' "
+                        "('Patient 1/Study 1 CT/003 CT/0007.png' with --redact)")
 
     image = parser.add_argument_group("image")
     image.add_argument("--8bit", dest="eight_bit", action="store_true",
@@ -243,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.merge_shards:
             return merge_shards(output, args.merge_shards)
         batch = Batch(jobs=args.jobs, quiet=args.quiet, skip_existing=args.skip_existing, series=args.series,
-                      index=not args.no_index, shard=args.shard)
+                      index=not args.no_index, shard=args.shard, layout=args.layout)
         return run_batch(input_path, output, options, batch)
     except BrokenPipeError:  # `... | head`: the reader left; stop quietly like other tools
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Collection, Iterator
 
 from _dicom_converter.base import DICOM_SUFFIXES, MAX_STEM_BYTES
 from _dicom_converter.reading import _dcmread
@@ -24,7 +24,8 @@ class FolderGroup:
     present: set[str]  # name keys of the input files and the output subfolders here
 
 
-def walk_groups(root: Path, output: Path, exclude: Path | None = None) -> Iterator[FolderGroup]:
+def walk_groups(root: Path, output: Path, exclude: Path | None = None,
+                earlier: Collection[str] = frozenset()) -> Iterator[FolderGroup]:
     """The input tree under `root` (or `root` itself), one output folder at a time, in sorted order.
 
     Names can collide only within one output folder, so planning one group
@@ -32,15 +33,33 @@ def walk_groups(root: Path, output: Path, exclude: Path | None = None) -> Iterat
     folder's listing, not the whole tree.  Symbolic links to directories are
     not followed, so link loops cannot hang the walk; `exclude` (the output
     folder, when it lies inside the input) is not entered, so a second run
-    does not pick up its own outputs.
+    does not pick up its own outputs.  When the output folder is the input
+    folder, `earlier` (name keys of what earlier runs wrote there, as their
+    manifest lists it) does that: those files are neither inputs nor names
+    taken, and a folder holding nothing else (``STEM_frames/``) is not entered.
     """
     if root.is_file():
         yield FolderGroup([(root, output)], {name_key(root)})
     else:
-        yield from _walk_group([(root, output)], exclude)
+        holders = {os.path.dirname(key) for key in earlier}  # the folders that hold earlier outputs ...
+        for key in list(holders):
+            while (key := os.path.dirname(key)) not in holders and key != os.path.dirname(key):
+                holders.add(key)  # ... and those above them
+        yield from _walk_group([(root, output)], exclude, earlier, holders)
 
 
-def _walk_group(folders: list[tuple[Path, Path]], exclude: Path | None) -> Iterator[FolderGroup]:
+def _only_earlier(folder: str, earlier: Collection[str]) -> bool:
+    """Whether `folder` holds nothing but earlier outputs (an empty folder among them)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    return all(name_key(entry.path) in earlier
+               or (entry.is_dir(follow_symlinks=False) and _only_earlier(entry.path, earlier)) for entry in entries)
+
+
+def _walk_group(folders: list[tuple[Path, Path]], exclude: Path | None, earlier: Collection[str] = frozenset(),
+                holders: Collection[str] = frozenset()) -> Iterator[FolderGroup]:
     files: list[tuple[Path, Path]] = []
     subfolders: dict[str, list[tuple[Path, Path]]] = {}
     present: set[str] = set()
@@ -51,6 +70,9 @@ def _walk_group(folders: list[tuple[Path, Path]], exclude: Path | None) -> Itera
             continue
         for entry in entries:
             path = Path(entry.path)
+            if earlier and (name_key(path) in earlier or (name_key(path) in holders and entry.is_dir(
+                    follow_symlinks=False) and _only_earlier(entry.path, earlier))):
+                continue  # an earlier run's output: not an input, and its name is ours to write again
             if entry.is_dir(follow_symlinks=False):
                 if exclude is None or path.resolve() != exclude:
                     out = mirrored / portable_name(entry.name)
@@ -62,7 +84,7 @@ def _walk_group(folders: list[tuple[Path, Path]], exclude: Path | None) -> Itera
     if files:
         yield FolderGroup(sorted(files), present)
     for group in sorted(subfolders.values(), key=min):
-        yield from _walk_group(sorted(group), exclude)
+        yield from _walk_group(sorted(group), exclude, earlier, holders)
 
 
 def find_files(root: Path, exclude: Path | None = None) -> list[Path]:

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Iterable
 
 from _dicom_converter.base import Unsupported, display_name
 from _dicom_converter.index_page import write_index
+from _dicom_converter.inputs import name_key
 from _dicom_converter.results import SHOWN_STATUSES, LineStore, result_from_json, result_json
-from _dicom_converter.writers import staged_outputs
+from _dicom_converter.writers import THUMBS_FOLDER, staged_outputs
 
 if TYPE_CHECKING:
     from _dicom_converter.results import Result
@@ -88,6 +89,34 @@ def write_manifest(output: Path, rows: Iterable[dict[str, str]]) -> Path:
             writer.writeheader()
             writer.writerows(rows)
     return finals[0]
+
+
+def earlier_outputs(output: Path) -> set[str]:
+    """Name keys of what earlier runs wrote in `output`, by their own record: every output
+    path in its manifest.csv (and in shards' parts not merged yet), and the run's own files
+    (the manifest, index.html, the thumbnails, the shards' folder).  A run whose output
+    folder is its input folder walks past them (`walk_groups`): earlier outputs are never
+    inputs and never hold a name, whatever they are called, so a re-run writes the same names."""
+    import csv
+
+    own = [output / "manifest.csv", output / "index.html", output / THUMBS_FOLDER, output / SHARDS_FOLDER]
+    keys = {name_key(path) for path in own}
+
+    def add(listed: str) -> None:
+        with contextlib.suppress(ValueError, TypeError):
+            keys.update(name_key(output.joinpath(*name.split("/"))) for name in json.loads(listed)
+                        if name and not name.startswith("/") and ".." not in name.split("/"))  # inside OUTPUT only
+
+    with contextlib.suppress(OSError, csv.Error):
+        with open(output / "manifest.csv", encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f):
+                add(row.get("outputs") or "[]")
+    for part in (output / SHARDS_FOLDER).glob("part-*-of-*.jsonl"):
+        with contextlib.suppress(OSError, ValueError):
+            with open(part, encoding="utf-8") as f:
+                for line in f:
+                    add(json.loads(line).get("manifest", {}).get("outputs", "[]"))
+    return keys
 
 
 REDACT_SECRET = "redact-secret"  # OUTPUT/.shards/redact-secret: the one secret of a --redact run's shards

@@ -307,3 +307,45 @@ def test_a_decoder_crash_fails_only_that_file(tmp_path, monkeypatch):
     assert "crashed" in next(r.message for r in results if r.source.name == "poison.dcm")
     assert not list((tmp_path / "out").rglob("*.part"))
     assert not list((tmp_path / "out").glob("poison*"))
+
+
+def test_reruns_into_the_input_folder_give_the_same_tree(tmp_path):
+    """OUTPUT = the input folder, three times: the earlier outputs (listed in its manifest.csv)
+    are neither inputs (no "skipped" for them) nor names taken (no ``_2`` copies)."""
+    same = tmp_path / "same"
+    shutil.copytree(ROOT / "dicom_data", same)
+    inputs = sorted(str(p.relative_to(same)) for p in same.rglob("*") if p.is_file())
+    trees, summaries, pngs = [], [], []
+    for _ in range(3):
+        run = run_cli(same, "-o", same, "-q")
+        assert run.returncode == 0, run.stderr
+        trees.append(sorted(str(p.relative_to(same)) for p in same.rglob("*")))
+        summaries.append(run.stdout)
+        pngs.append((same / "CT_SERIES" / "IM0001.png").read_bytes())
+    assert trees[0] == trees[1] == trees[2]
+    assert summaries[0] == summaries[1] == summaries[2]
+    assert summaries[0].splitlines()[0] == "Done: 27 converted (24 PNG, 3 GIF, 3 MP4), 0 metadata only, 0 skipped, 0 failed."
+    assert pngs[0] == pngs[1] == pngs[2]
+    assert not [name for name in trees[2] if "_2." in name or "_3." in name]
+    assert set(inputs) <= set(trees[2]) and "DCM00003.mp4" in trees[2] and "CT_SERIES/IM0020.txt" in trees[2]
+    resumed = run_cli(same, "-o", same, "-q", "--skip-existing")
+    assert resumed.stdout.splitlines()[0] == ("Done: 0 converted (0 PNG, 0 GIF, 0 MP4), 0 metadata only, 0 skipped, "
+                                              "27 already up to date, 0 failed.")
+    assert sorted(str(p.relative_to(same)) for p in same.rglob("*")) == trees[0]
+
+
+def test_rerun_with_frames_into_the_input_folder_reuses_the_names(tmp_path):
+    """Outputs named like inputs (an input CT_small.txt beside CT_small.dcm) and folders of
+    outputs (STEM_frames/) are told apart by the record too."""
+    inp = copy_inputs(tmp_path / "in", "CT_small.dcm", "emri_small.dcm")
+    shutil.copy(testdata("MR_small.dcm"), inp / "CT_small.txt")  # a DICOM file named like an output
+    first = run_cli(inp, "-o", inp, "--frames")
+    tree = tree_hashes(inp)
+    second = run_cli(inp, "-o", inp, "--frames")
+    assert first.returncode == second.returncode == 0, second.stderr
+    assert sorted(tree_hashes(inp)) == sorted(tree)
+    assert "emri_small_frames/0010.png" in tree and "CT_small_2.png" in tree and "CT_small_3.png" not in tree
+    assert "skipped  " not in second.stdout and " 0 skipped, " in second.stdout
+    assert second.stdout.count("output renamed") == 1  # CT_small.dcm beside the input CT_small.txt, as the first time
+    assert {k: v for k, v in tree_hashes(inp).items() if k.endswith(".png")} == \
+        {k: v for k, v in tree.items() if k.endswith(".png")}

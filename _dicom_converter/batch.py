@@ -83,21 +83,25 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
     mine = (lambda path: True) if batch.shard is None else (lambda path: in_shard(path, base, batch.shard))
     # OUTPUT is the input folder (or holds it): what earlier runs wrote there is no input
     earlier = earlier_outputs(output) if input_path.is_dir() and input_path.is_relative_to(output) else set()
-    total = sum(mine(path) for group in walk_groups(input_path, output, output, earlier) for path, _ in group.files) \
-        if Log.shows_bar(batch.quiet) else 0  # a second walk, only to size a terminal's progress bar
-    log = Log(total, batch.quiet)
+    log = Log(batch.quiet)  # a terminal's bar shows at once; its size once a second walk has counted
+    if log.bar is not None:
+        log.sized(sum(mine(path) for group in walk_groups(input_path, output, output, earlier)
+                      for path, _ in group.files))
     previous_term = signal.signal(signal.SIGTERM, _interrupt_on_signal)
     interrupted = False
     results = LineStore(result_json, result_from_json)  # every input's, for the manifest, the index, the links
     taken: set[str] = set()  # with --series: every stem planned, which a series' cine must not take
+
+    def finished(result: Result) -> None:
+        """A file's line, as soon as it is done (the pool calls it in the order files finish)."""
+        log.line(result_line(result, base, output), problem=result.status == "failed")
+        log.advance()
 
     def report(result: Result) -> None:
         counts[result.status] += 1
         for out in result.outputs:
             made[out.suffix] = made.get(out.suffix, 0) + 1
         results.append(result)
-        log.line(result_line(result, base, output), problem=result.status == "failed")
-        log.advance()
 
     def dicom_of(group) -> list[tuple[Path, Path]]:
         """The group's DICOM files; the others are reported (this shard's) as skipped."""
@@ -145,7 +149,7 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
             yield from tasks_of(planned)
 
     try:
-        for result in convert_all(planned_tasks(), batch.jobs):
+        for result in convert_all(planned_tasks(), batch.jobs, finished):
             report(result)
         overlays, reports = overlay_tasks(results, options), report_tasks(results, options)
         again = overlays + reports
@@ -163,7 +167,7 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
             groups = series_groups(results)
             series_tasks = [([(r.source, r.outputs[-1].stem) for r in group], series_stem(group, taken), options)
                             for group in groups]
-            for result in convert_all(series_tasks, batch.jobs):
+            for result in convert_all(series_tasks, batch.jobs, finished):
                 report(result)
     except KeyboardInterrupt:
         interrupted = True

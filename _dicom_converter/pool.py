@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from _dicom_converter.base import ENV_START_METHOD, environment_setting
 from _dicom_converter.convert import convert_file
@@ -109,6 +109,9 @@ def _convert_tasks(chunk: list[tuple]) -> list[Result]:
 CRASHED = "the converter crashed on this file (a decoder failed on damaged data)"
 TASKS_AHEAD = 4  # chunks handed to the pool per worker: enough to keep it busy, not 100,000 tasks at once
 CHUNK_TASKS = 16  # tasks at most in one hand-over to a worker (each costs 2-5 ms of pickling and waking)
+# A chunk's results come back together, so a chunk is sized to take about this long, as measured on the
+# tasks finished so far (one task each until the first finishes): a log line follows its file within it.
+CHUNK_SECONDS = 0.2
 
 
 class TaskQueue:
@@ -154,8 +157,11 @@ class TaskQueue:
         return len(self._ahead) + len(self._back)
 
 
-def convert_all(tasks: Iterable[tuple[Path, Path, Options]], jobs: int) -> Iterator[Result]:
-    """Convert every task in worker processes, `jobs` at a time, yielding results in order.
+def convert_all(tasks: Iterable[tuple[Path, Path, Options]], jobs: int,
+                finished: Callable[[Result], None] | None = None) -> Iterator[Result]:
+    """Convert every task in worker processes, `jobs` at a time, yielding results in order;
+    `finished` is called with each result as soon as it arrives (the log's line for it), in
+    the order the files finish.
 
     Each file is converted in a worker process, even with one job, so a
     decoder that crashes on a damaged file (a C library, beyond Python's
@@ -178,6 +184,8 @@ def convert_all(tasks: Iterable[tuple[Path, Path, Options]], jobs: int) -> Itera
                 lost.append(index)
                 continue
             done[index] = result
+            if finished is not None:
+                finished(result)
             while emitted in done:
                 del waiting.tasks[emitted]
                 yield done.pop(emitted)
@@ -187,6 +195,8 @@ def convert_all(tasks: Iterable[tuple[Path, Path, Options]], jobs: int) -> Itera
         lost.sort()
         if isolating:  # one task at a time: the first one lost was running
             done[lost[0]] = Result(waiting.tasks[lost[0]][0], "failed", message=CRASHED)
+            if finished is not None:
+                finished(done[lost[0]])
             suspects.put_back(lost[1:])
             while emitted in done:
                 del waiting.tasks[emitted]
@@ -212,6 +222,7 @@ def _run_in_pool(waiting: TaskQueue, jobs: int, chunk: int) -> Iterator[tuple[in
     """
     import multiprocessing
     import signal
+    import time
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
@@ -219,10 +230,13 @@ def _run_in_pool(waiting: TaskQueue, jobs: int, chunk: int) -> Iterator[tuple[in
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, mp_context=process_context())
     running: dict = {}  # future -> the indices of its chunk
     in_flight = workers * TASKS_AHEAD
+    started, done = time.monotonic(), 0
 
     def submit(count: int) -> None:
+        seconds = (time.monotonic() - started) * workers / done if done else 0  # a task's, so far
+        most = max(1, min(chunk, int(CHUNK_SECONDS / seconds))) if seconds else 1
         for _ in range(count):
-            size = max(1, min(chunk, waiting.read_ahead(in_flight * chunk) // in_flight))
+            size = max(1, min(most, waiting.read_ahead(in_flight * most) // in_flight))
             indices = waiting.take(size)
             if not indices:
                 return
@@ -258,6 +272,7 @@ def _run_in_pool(waiting: TaskQueue, jobs: int, chunk: int) -> Iterator[tuple[in
                     results = future.result()
                 except BrokenProcessPool:  # lost with the worker that died, or with the pool after it
                     broken, results = True, [None] * len(indices)
+                done += len(indices)
                 yield from zip(indices, results)
         pool.shutdown()
     finally:  # Ctrl-C or SIGTERM: stop the workers now; they delete their temporary files

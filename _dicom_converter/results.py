@@ -40,16 +40,27 @@ class Log:
     just the failures and the summary.
     """
 
-    def __init__(self, total: int, quiet: bool):
+    # Until a file has finished there is no rate to tell the time left by: count and time only.
+    FIRST_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]"
+
+    def __init__(self, quiet: bool):
         self.quiet = quiet
         self.bar = None
-        if self.shows_bar(quiet) and total > 1:
+        if self.shows_bar(quiet):
             try:
                 from tqdm import tqdm
             except ImportError:
                 tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=total, unit="file", file=sys.stderr, leave=False)
+            if tqdm is not None:  # shown at once; rate and time left from the files finished (smoothing=0)
+                self.bar = tqdm(total=None, unit="file", file=sys.stderr, leave=False, smoothing=0,
+                                bar_format="{n_fmt} files [{elapsed}]")
+
+    def sized(self, total: int) -> None:
+        """The number of files, once counted: the bar shows a share of them."""
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.bar_format = self.FIRST_FORMAT if not self.bar.n else None
+            self.bar.refresh()
 
     @staticmethod
     def shows_bar(quiet: bool) -> bool:
@@ -67,6 +78,8 @@ class Log:
 
     def advance(self) -> None:
         if self.bar is not None:
+            if self.bar.total is not None:
+                self.bar.bar_format = None  # a file has finished: tqdm's own, with rate and time left
             self.bar.update(1)
 
     def summary(self, text: str, last: str | None = None) -> None:

@@ -295,3 +295,33 @@ def test_summary_counts_every_kind_of_output_and_ends_with_the_index_page(tmp_pa
     quiet = run_cli(inp, "-o", tmp_path / "quiet", "--json", "--no-index", "-q")
     assert quiet.stdout.splitlines() == ["Done: 3 converted (3 PNG, 1 GIF, 1 MP4, 1 CSV, 3 JSON), "
                                          "0 metadata only, 0 skipped, 0 failed."]
+
+
+def test_in_a_pipe_each_line_comes_as_its_file_finishes(tmp_path):
+    """Read the log as the run writes it: the first file's line arrives while the run goes on,
+    and a slow file (a cine, first in order) does not hold back the lines of the quick ones
+    converted beside it.  Events in order, not durations."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(ROOT / "dicom_data" / "DCM00004", inp / "a_cine.dcm")  # 1st in order, the slowest sample
+    for n in range(40):
+        shutil.copy(ROOT / "dicom_data" / "CT_SERIES" / "IM0001", inp / f"s{n:02}.dcm")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "dicom_converter.py"), inp, "-o", out, "-j", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        running, cine_done = proc.poll() is None, (out / "a_cine.txt").exists()
+        rest = proc.stdout.read()
+    finally:
+        proc.communicate(timeout=600)
+    assert proc.returncode == 0
+    assert first.startswith("converted  s") and running  # a quick file's line, read while the run goes on
+    assert not cine_done  # ... before the cine started before it was done
+    lines = (first + rest).splitlines()
+    assert sorted(line.split()[1] for line in lines[:41]) == ["a_cine.dcm", *(f"s{n:02}.dcm" for n in range(40))]

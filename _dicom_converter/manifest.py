@@ -113,7 +113,7 @@ def earlier_outputs(output: Path) -> set[str]:
                 add(row.get("outputs") or "[]")
     for part in (output / SHARDS_FOLDER).glob("part-*-of-*.jsonl"):
         with contextlib.suppress(OSError, ValueError):
-            with open(part, encoding="utf-8") as f:
+            with open(part, "rb") as f:  # bytes: json reads UTF-8 itself, and text-mode opens are for writing
                 for line in f:
                     add(json.loads(line).get("manifest", {}).get("outputs", "[]"))
     return keys

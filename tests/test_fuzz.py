@@ -67,7 +67,7 @@ GOOD_FILES = ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "emri_small.dc
 
 RESULT_LINE = re.compile(r"^(converted |metadata  |skipped   |FAILED    |note      ) (\S+)(: | -> )(.*)$")
 # Lines about the run, not about one input (the HTML index of the outputs).
-RUN_LINE = re.compile(r"^(index|manifest)   +\S+$")  # the run's own outputs
+RUN_LINE = re.compile(r"^(index|manifest)   +\S.*$")  # the run's own outputs (the index as a full path, spaces and all)
 
 
 # =============================================================================

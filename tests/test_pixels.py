@@ -430,3 +430,16 @@ def test_decoder_errors_come_back_from_the_helper_process(tmp_path, monkeypatch,
     assert main([str(tmp_path / "broken.dcm"), "-o", str(tmp_path / "out"), "--no-index", "-j", "1"]) == 1
     assert "FAILED     broken.dcm: cannot decode JPEG 2000" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").rglob("*") if p.is_file()] == ["manifest.csv"]  # with its failure
+
+
+def test_sixteen_to_eight_bits_is_the_rounded_scale_for_every_value():
+    """`to_eight_bit`'s integer form for 16-bit frames equals rint(v * 255 / 65535) for all 65,536 values."""
+    import numpy as np
+
+    from _dicom_converter.pixels.display import to_eight_bit
+
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expected = np.clip(np.rint(every.astype(np.float64) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+    assert to_eight_bit(every, 16).dtype == np.uint8
+    assert np.array_equal(to_eight_bit(every, 16), expected)
+    assert np.array_equal(to_eight_bit(np.array([4095], np.uint16), 12), [255])  # other depths as before

@@ -400,6 +400,12 @@ def to_eight_bit(values: np.ndarray, bits: int) -> np.ndarray:
 
     if bits == 8 and values.dtype == np.uint8:
         return values
+    if bits == 16 and values.dtype == np.uint16:
+        # rint(v * 255 / 65535) is rint(v / 257), which never meets a tie (257 is odd): in
+        # integers it is (v + 128) // 257, the same bytes for all 65,536 values (tested), in
+        # 0.1 ms for a 512^2 frame where the float64 form took 1.8 ms (every thumbnail and
+        # every 16-bit frame of a cine on its way to the GIF and MP4).
+        return ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
     full_scale = float(2**bits - 1)
     scaled = np.rint(values.astype(np.float64) * (255.0 / full_scale))
     return np.clip(scaled, 0, 255).astype(np.uint8)

@@ -7,7 +7,7 @@ this package from shadowing it, as pytest's `_pytest/` does beside `pytest.py`.
 The modules, in the order data flows (each imports only those before it):
 
     base, sop -> reading, timing, values -> inputs -> pixels/ -> writers, gif -> dump, text
-    -> redaction -> geometry, classify -> job -> kinds/ -> results -> convert -> series
+    -> redaction -> geometry, classify, layout -> job -> kinds/ -> results -> convert -> series
     -> pool -> index_page -> manifest -> batch -> cli
 
 A kind of object (kinds/) never imports another kind; `convert.WRITERS` maps each kind to

@@ -121,3 +121,20 @@ def test_no_value_can_leave_output(tmp_path):
     assert {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()} == {"in", "deep"}
     made = outputs_of(out)
     assert "_.._.._escaped (..)/_etc_passwd/CON_/0001.png" in made, made
+
+
+def test_series_frames_and_json_follow_the_layout(tmp_path):
+    """--series puts the series' cine in the series' own folder, --frames and --json beside each file."""
+    inputs = tmp_path / "in"
+    shutil.copytree(SAMPLES / "CT_SERIES", inputs / "CT_SERIES")
+    shutil.copy(SAMPLES / "DCM00004", inputs / "DCM00004")  # an ultrasound clip
+    out = tmp_path / "out"
+    run = run_cli(inputs, "-o", out, "--layout", "study", "--series", "--frames", "--json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    made = outputs_of(out)
+    ct = "Sample, Phantom (PHANTOM0001)/2024-01-15 CT HEAD W_O CONTRAST/003 HEAD 5mm AXIAL"
+    assert {f"{ct}/0007.png", f"{ct}/0007.json", f"{ct}/0007.txt"} <= made
+    assert {f"{ct}/3_HEAD_5mm_AXIAL{suffix}" for suffix in (".gif", ".mp4", ".txt")} <= made  # the series' cine
+    us = "Sample, Phantom (PHANTOM0001)/2024-01-15 US CAROTID DOPPLER/001 CAROTID RT COLOR"
+    assert f"{us}/0001_frames/0030.png" in made and f"{us}/0001.json" in made
+    assert {p.split("/")[0] for p in made} == {"Sample, Phantom (PHANTOM0001)", "index.html", "manifest.csv"}

@@ -319,3 +319,20 @@ def test_staged_outputs_leave_nothing_on_error(tmp_path):
             raise RuntimeError("boom")
     assert not png.exists() and not gif.exists() and not text.exists()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_halving_a_frame_gives_pillows_box_resize_bytes():
+    """`fit_within`'s numpy path for an exact half equals Pillow's BOX resize, grey and RGB."""
+    import numpy as np
+    from PIL import Image
+
+    from _dicom_converter.writers import fit_within, halved
+
+    rng = np.random.default_rng(7)
+    for shape in [(512, 512), (256, 512), (64, 128, 3), (2, 2), (1024, 1024), (1024, 256), (512, 128, 3)]:
+        frame = rng.integers(0, 256, shape, dtype=np.uint8)
+        frame[0, :2] = 255  # the rounding of 255 + 255 + 1 must not wrap
+        pillow = np.asarray(Image.fromarray(frame).resize((shape[1] // 2, shape[0] // 2), Image.Resampling.BOX))
+        if shape[1] >= shape[0]:  # taller frames stay with Pillow (it may take their rows first)
+            assert np.array_equal(halved(frame), pillow), shape
+        assert np.array_equal(fit_within(frame, max(shape[:2]) // 2), pillow), shape

@@ -34,17 +34,37 @@ def _group_value(item, shared, macro: str, keyword: str):
     return None
 
 
+def slice_normal(orientation) -> tuple[float, float, float] | None:
+    """The slice normal, row × column direction cosines of Image Orientation (Patient)
+    (PS3.3 C.7.6.2.1.1); None when `orientation` is not six numbers."""
+    try:
+        r, c = [float(v) for v in orientation[:3]], [float(v) for v in orientation[3:6]]
+    except (TypeError, ValueError, IndexError):
+        return None
+    if len(r) != 3 or len(c) != 3 or len(orientation) != 6:
+        return None
+    return (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
+
+
 def along_normal(position, orientation) -> float | None:
     """Image Position · (row × column direction cosines), as `slice_order` orders a series."""
     try:
         p = [float(v) for v in position]
-        r, c = [float(v) for v in orientation[:3]], [float(v) for v in orientation[3:6]]
     except (TypeError, ValueError):
         return None
-    if len(p) != 3 or len(r) != 3 or len(c) != 3:
+    normal = slice_normal(orientation)
+    if len(p) != 3 or normal is None:
         return None
-    normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
     return sum(a * b for a, b in zip(p, normal))
+
+
+def frame_orientation(ds: Dataset):
+    """Image Orientation (Patient) of a multi-frame object: shared (C.7.6.16.2.4), else its
+    first frame's, else the top-level attribute; None when it has none."""
+    frames = ds.get("PerFrameFunctionalGroupsSequence") or [None]
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    found = _group_value(shared, frames[0], "PlaneOrientationSequence", "ImageOrientationPatient")
+    return found if found is not None else ds.get("ImageOrientationPatient")
 
 
 def volume_order(ds: Dataset) -> tuple[list[int], str]:

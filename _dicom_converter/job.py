@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from _dicom_converter.base import DEFAULT_FPS, CorruptFile
+from _dicom_converter.geometry import slice_normal
 from _dicom_converter.gif import gif_writer
 from _dicom_converter.inputs import FRAMES_SUFFIX
 from _dicom_converter.pixels.display import is_colour, rendered_frames, to_eight_bit
@@ -119,15 +120,11 @@ AXIS_COSINE = 0.99999998
 
 def slice_labels(positions: list[float | None], orientation) -> list[str]:
     """Where each slice lies, for its tile on the contact sheet: "z -149 mm" when the slice
-    normal (row x column of `orientation`) is a patient axis, else "152.3 mm" along the
+    normal (`slice_normal` of `orientation`) is a patient axis, else "152.3 mm" along the
     normal; "" where the position is unknown."""
-    try:
-        r, c = [float(v) for v in orientation[:3]], [float(v) for v in orientation[3:6]]
-        normal = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
-    except (TypeError, ValueError, IndexError):
-        normal = (0.0, 0.0, 0.0)
+    normal = slice_normal(orientation) or (0.0, 0.0, 0.0)
     axis = max(range(3), key=lambda k: abs(normal[k]))
-    on_axis = len(orientation or []) == 6 and abs(normal[axis]) >= AXIS_COSINE
+    on_axis = abs(normal[axis]) >= AXIS_COSINE
     labels = []
     for position in positions:
         if position is None:
@@ -137,17 +134,6 @@ def slice_labels(positions: list[float | None], orientation) -> list[str]:
         else:
             labels.append(f"{round(position, 2):g} mm")
     return labels
-
-
-def frame_orientation(ds: Dataset):
-    """Image Orientation (Patient) of a multi-frame object: shared (C.7.6.16.2.4), else its
-    first frame's, else the top-level attribute; None when it has none."""
-    for group in [*(ds.get("SharedFunctionalGroupsSequence") or [])[:1],
-                  *(ds.get("PerFrameFunctionalGroupsSequence") or [])[:1]]:
-        planes = group.get("PlaneOrientationSequence")
-        if planes and planes[0].get("ImageOrientationPatient") is not None:
-            return planes[0].ImageOrientationPatient
-    return ds.get("ImageOrientationPatient")
 
 
 def write_cine(frames, output, timing: Timing, options: Options, sheet: dict | None = None,

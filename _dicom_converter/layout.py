@@ -22,6 +22,7 @@ from _dicom_converter.classify import object_kind
 from _dicom_converter.dump import text_of
 from _dicom_converter.inputs import name_key, output_stem, plan_group, portable_name
 from _dicom_converter.reading import read_dataset
+from _dicom_converter.redaction import patient_identity
 from _dicom_converter.values import date_text, person_name_listed
 
 LAYOUTS = ("mirror", "study")
@@ -59,8 +60,6 @@ def place_of(path: Path, redacted: bool) -> Place | None:
         except Exception:
             return ""
 
-    patient_identity = "\\".join(value(k) for k in ("PatientID", "IssuerOfPatientID", "PatientName",
-                                                     "PatientBirthDate"))
     modality = value("Modality") or kind
     number = value("SeriesNumber")
     series_number = f"{int(number):03d}" if number.lstrip("-").isdigit() else ""
@@ -78,7 +77,7 @@ def place_of(path: Path, redacted: bool) -> Place | None:
         item = KIND_FILE_NAMES[kind] if kind != "waveform" or modality not in ("ECG", "AU") else modality
     else:
         item = f"{int(instance):04d}" if instance.lstrip("-").isdigit() else "image"
-    return Place((patient_identity, patient), (value("StudyInstanceUID"), study),
+    return Place((patient_identity(ds), patient), (value("StudyInstanceUID"), study),
                  (value("SeriesInstanceUID"), series), item, modality)
 
 

@@ -171,10 +171,20 @@ def patient_stand_in(ds: Dataset, options: Options) -> dict:
     import hashlib
     import hmac
 
-    identity = "\\".join(text_of(ds.get(keyword, "") or "") for keyword in
-                          ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate"))
-    digest = hmac.new(options.redact_salt.encode("ascii"), identity.encode("utf-8", "backslashreplace"), hashlib.sha256)
-    return {"patient_key": digest.hexdigest()[:16]}
+    identity = patient_identity(ds).encode("utf-8", "backslashreplace")
+    return {"patient_key": hmac.new(options.redact_salt.encode("ascii"), identity, hashlib.sha256).hexdigest()[:16]}
+
+
+def patient_identity(ds: Dataset) -> str:
+    """Who the patient is, as the values that tell two patients apart (Patient ID, Issuer, Name,
+    Birth Date): never shown, only compared (`patient_stand_in`, --layout study's folders)."""
+    def value(keyword: str) -> str:
+        try:
+            return text_of(ds.get(keyword, "") or "").strip()
+        except Exception:  # a damaged element tells nothing
+            return ""
+
+    return "\\".join(value(keyword) for keyword in ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate"))
 
 
 def replace_uid(uid: str, salt: str) -> str:

@@ -52,8 +52,8 @@ def test_the_sheet_labels_each_slice_with_its_place_and_lines_between_them(tmp_p
     """liver.dcm's three slices on a 2 x 2 sheet: each tile as its --frames PNG except for its
     top left corner, where its label is (white outlined in black), a grey line between tiles;
     the labels name z, as the slices are axial (1,0,0 / 0,1,0)."""
-    from _dicom_converter.geometry import frame_positions
-    from _dicom_converter.job import frame_orientation, slice_labels
+    from _dicom_converter.geometry import frame_orientation, frame_positions
+    from _dicom_converter.job import slice_labels
     from _dicom_converter.writers import SHEET_BORDER_GREY, SHEET_BORDER_PX
 
     run = run_cli(testdata("liver.dcm"), "-o", tmp_path, "--frames")

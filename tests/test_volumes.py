@@ -10,8 +10,8 @@ from conftest import run_cli, testdata
 from PIL import Image
 
 from _dicom_converter.classify import multiframe_kind, object_kind
-from _dicom_converter.geometry import frame_positions, volume_order
-from _dicom_converter.job import frame_orientation, slice_labels
+from _dicom_converter.geometry import frame_orientation, frame_positions, volume_order
+from _dicom_converter.job import slice_labels
 from _dicom_converter.kinds.dose import (
     DOSE_LEGEND_BAR,
     DOSE_SCALE_WIDTH,

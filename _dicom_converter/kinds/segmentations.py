@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from _dicom_converter.dump import text_of
-from _dicom_converter.geometry import along_normal, frame_positions
+from _dicom_converter.geometry import along_normal, frame_orientation, frame_positions
 from _dicom_converter.job import (
     check_frames,
-    frame_orientation,
     write_one_frame,
     write_slices,
 )

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from _dicom_converter.geometry import frame_positions, volume_order
+from _dicom_converter.geometry import frame_orientation, frame_positions, volume_order
 from _dicom_converter.job import (
     check_frames,
     display_frames,
-    frame_orientation,
     write_slices,
 )
 

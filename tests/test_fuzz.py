@@ -896,6 +896,30 @@ def test_fuzzed_files_under_redact(tmp_path):
     assert swapped.max() == 0  # a region with no area keeps nothing
 
 
+@pytest.mark.parametrize("redact", [False, True])
+def test_fuzzed_files_under_layout_study(tmp_path, redact):
+    """The mutation corpus and the good files filed by --layout study (with and without
+    --redact): one plain line per file, no traceback, every output inside OUTPUT, each in a
+    PATIENT/STUDY/SERIES folder or, for a header that cannot be read, under Unreadable/."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    write_corpus(inp, FIXED_SEED, 2 * len(KINDS))
+    for name in GOOD_FILES:
+        shutil.copy(testdata(name), inp / f"good_{name}")
+    run = run_without_rust_backtraces(inp, "-o", out, "--layout", "study", *(["--redact"] if redact else []))
+    log = run.stdout + run.stderr
+    assert "Traceback" not in log, log[-20000:]
+    results, summaries, stray = parse_log(run)
+    stray = [line for line in stray if not RUST_PANIC.match(line)]
+    assert not stray and len(summaries) == 1, log[-5000:]
+    assert sorted(results) == sorted(p.name for p in inp.iterdir())
+    written = [p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.parts[len(out.parts)] != ".thumbs"]
+    assert {p.name for p in written if len(p.parts) == 1} <= {"index.html", "manifest.csv"}
+    assert all(len(p.parts) == 4 or p.parts[0] == "Unreadable" or len(p.parts) == 1 or p.parent.name.endswith("_frames")
+               for p in written), sorted(map(str, written))[:20]
+    if redact:
+        assert all(p.parts[0].startswith("Patient ") for p in written if len(p.parts) == 4)
+
+
 # pylibjpeg-rle's Rust code prints its own panic report on stderr before the panic reaches
 # Python as pyo3's PanicException (a BaseException): three lines with RUST_BACKTRACE=0.
 RUST_PANIC = re.compile(r"^thread '.*' panicked at |^index out of bounds: |^note: run with `RUST_BACKTRACE")

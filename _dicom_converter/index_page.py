@@ -155,7 +155,10 @@ def _study_heading(study: dict) -> str:
         words = [f"Study {study['number']}", modalities, counted]
     else:
         when = " ".join(w for w in (date_text(study.get("date") or ""), time_of_day(study.get("time") or "")) if w)
-        words = [when, study.get("description") or "", modalities, counted]
+        description = study.get("description") or ""
+        if description.casefold() == modalities.casefold():  # "ECG · ECG": said once
+            modalities = ""
+        words = [when, description, modalities, counted]
         words[0] = words[0] or ("Study" if not words[1] else "")
     return f"<h3>{escape(' · '.join(w for w in words if w))}</h3>"
 

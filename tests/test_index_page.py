@@ -484,3 +484,8 @@ def test_a_phone_gets_two_columns_and_a_fitted_viewer(watched):
     for selector in ("#viewer-stage img", "#viewer-close", "#viewer-slider", "#viewer-facts"):
         box = page.locator(selector).bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["y"] + box["height"] <= 844, selector
+
+
+def test_a_study_described_by_its_modality_says_it_once():
+    study = {"date": "20130125", "time": "105919", "description": "ECG", "modalities": ["ECG"], "series": []}
+    assert "<h3>2013-01-25 10:59 · ECG · 0 series</h3>" in index_page([{"name": "", "studies": [study]}])

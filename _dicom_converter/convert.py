@@ -141,7 +141,8 @@ def _convert(source: Path, stem: Path, options: Options, images: tuple[Path, ...
         # everything that can fail happens before the outputs take their final names
         record = {**index_record(shown), **patient_stand_in(ds, options), **rendering, "kind": kind,
                   "excerpt": report_excerpt(job.report),
-                  "thumbnail": str(job.thumbnail_file or "")}
+                  "thumbnail": str(job.thumbnail_file or ""),
+                  **({"thumbnail_from": str(job.thumbnail_source)} if job.thumbnail_source else {})}
     summary = ", ".join(v for k, v in rendering.items() if k in ("Display", "FrameRate", "Slide"))
     if plan is not None and plan.action == "blank":
         summary += f", burned-in text blanked ({plan.reason})"

@@ -30,7 +30,7 @@ from _dicom_converter.values import (
     sex_text,
     time_of_day,
 )
-from _dicom_converter.writers import staged_outputs
+from _dicom_converter.writers import staged_outputs, write_thumbnail_of_png
 
 if TYPE_CHECKING:
     from _dicom_converter.results import Result
@@ -302,6 +302,8 @@ def _index_series(number: str, description: str, results: list[Result], output: 
     results = sorted(results, key=lambda result: (result.status != "series", slice_order(result)))
     pictured = [r for r in results if r.record.get("thumbnail")]
     middle = pictured[len(pictured) // 2] if pictured else None
+    if middle and middle.record.get("thumbnail_from") and not _picture_made(middle.record):
+        middle = None
     first = results[0].record
     sizes = [f"{r.record['columns']}×{r.record['rows']}" for r in results
              if r.record.get("columns") and r.record.get("kind") != "slide"]  # a slide's are its tiles
@@ -312,6 +314,16 @@ def _index_series(number: str, description: str, results: list[Result], output: 
             "size": sizes[0] if sizes and len(set(sizes)) == 1 else ("mixed sizes" if sizes else ""),
             "thumb": _index_link(Path(middle.record["thumbnail"]), output) if middle else None,
             "items": [_index_item(result, output) for result in results]}
+
+
+def _picture_made(record: dict) -> bool:
+    """Make a thumbnail the worker left to the page (`job.pictured_later`) from its PNG; whether
+    it could be (a PNG deleted or damaged since leaves the card without a picture)."""
+    try:
+        write_thumbnail_of_png(Path(record["thumbnail_from"]), Path(record["thumbnail"]))
+    except (OSError, ValueError, RuntimeError):  # imagecodecs' PngError is a RuntimeError
+        return False
+    return True
 
 
 def _index_link(path: Path, output: Path) -> str:

@@ -46,13 +46,21 @@ class Conversion:
     report: str = ""  # a structured report's text, for the .txt
     stem: Path | None = None  # where the outputs go: OUTPUT/sub/STEM
     shown: Dataset | None = None  # `ds` as the outputs show it (de-identified under --redact)
-    thumbnail_file: Path | None = None  # the index page's picture of it, once written
+    thumbnail_file: Path | None = None  # the index page's picture of it, once written (or planned)
+    thumbnail_source: Path | None = None  # the output to make that picture from, if the page needs it
 
     def thumbnail(self, frame: np.ndarray) -> None:
         """The index page's picture of this file, from the first frame offered (see THUMBS_FOLDER)."""
         if self.options.thumbnails is not None and self.stem is not None and self.thumbnail_file is None:
             self.thumbnail_file = thumbnail_path(self.stem, self.options.thumbnails)
             write_thumbnail(frame, self.output("", self.thumbnail_file))
+
+    def thumbnail_later(self, png: Path) -> None:
+        """Leave this file's picture to the index page, which makes it from `png` (the final name
+        of the PNG of the frame `thumbnail` would have been given) if it pictures the series."""
+        if self.options.thumbnails is not None and self.stem is not None and self.thumbnail_file is None:
+            self.thumbnail_file = thumbnail_path(self.stem, self.options.thumbnails)
+            self.thumbnail_source = png
 
     def blanked(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """`frames` with --redact's rectangles blanked, when the plan has any."""
@@ -69,8 +77,22 @@ def write_one_frame(job: Conversion, frames: Iterator[np.ndarray], sixteen: bool
         raise CorruptFile("no frame could be decoded")
     if job.options.write_png:
         write_png(frame, job.output(".png"))
-    job.thumbnail(frame)
+    if job.options.write_png and pictured_later(job.ds):
+        job.thumbnail_later(Path(f"{job.stem}.png"))
+    else:
+        job.thumbnail(frame)
     job.rendering["Output"] = f"PNG {'16' if sixteen else '8'}-bit" if job.options.write_png else "none"
+
+
+def pictured_later(ds: Dataset) -> bool:
+    """Whether a single-frame file's thumbnail waits for the index page: a slice of a stack
+    (it has an Image Position (Patient), PS3.3 C.7.6.2) is one of many in its series, of which
+    the page pictures only the middle one.  Making every slice's thumbnail cost a 512^2 CT
+    slice a fifth of its conversion (8-bit copy, halving, JPEG, one more file); the page
+    makes the one it shows from that slice's PNG, whose pixels are the same frame.  A file
+    more likely to be alone in its series (CR, DX, MG, US, a secondary capture) keeps its
+    thumbnail now, from the frame in memory, in the worker."""
+    return "ImagePositionPatient" in ds
 
 
 def check_frames(job: Conversion) -> int:

@@ -62,7 +62,8 @@ def write_png(frame: np.ndarray, path: Path) -> None:
             f.write(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)))
 
 
-# The index page's pictures: one JPEG of at most 256 px per output, beside nothing the user
+# The index page's pictures: one JPEG of at most 256 px per picture it shows (a slice of a
+# stack only when it is its series' middle one, `job.pictured_later`), beside nothing the user
 # opens (OUTPUT/.thumbs mirrors the output tree).  Measured on a 256 px CT and ECG page:
 # JPEG at quality 80 takes 0.3-0.4 ms and 6-9 KB, WebP 6-9 ms and 3-5 KB, so 3,000 slices
 # cost 1 s of JPEG against 27 s of WebP; the page loads one thumbnail per series.
@@ -84,6 +85,17 @@ def write_thumbnail(frame: np.ndarray, path: Path) -> None:
     if frame.dtype != np.uint8:
         frame = to_eight_bit(frame, 8 * frame.dtype.itemsize)
     Image.fromarray(np.ascontiguousarray(fit_within(frame, THUMB_SIZE))).save(path, "JPEG", quality=THUMB_QUALITY)
+
+
+def write_thumbnail_of_png(png: Path, path: Path) -> None:
+    """The thumbnail of a PNG this run wrote (`pictured_later`), staged like any output: the
+    PNG holds the frame exactly (16-bit grey, 8-bit grey or RGB), so this is the thumbnail
+    `write_thumbnail` would have made of it."""
+    import imagecodecs
+
+    frame = imagecodecs.png_decode(png.read_bytes())
+    with staged_outputs(path) as (output, _):
+        write_thumbnail(frame, output("", path))
 
 
 def fit_within(frame: np.ndarray, max_size: int | None) -> np.ndarray:

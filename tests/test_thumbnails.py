@@ -1,6 +1,7 @@
 """The index page's pictures: OUTPUT/.thumbs mirrors the output tree, one 8-bit JPEG of at
-most 256 px per file, made from the frame the file's outputs start with (a volume's middle
-slice), staged and renamed with the rest, so a failed file leaves none."""
+most 256 px per picture the page shows, made from the frame the file's outputs start with (a
+volume's or a cine's middle frame; of a stack of slices, the middle slice's PNG), staged and
+renamed with the rest, so a failed file leaves none."""
 
 from __future__ import annotations
 
@@ -61,3 +62,34 @@ def test_a_cine_is_pictured_by_its_middle_frame(tmp_path):
     with Image.open(out / ".thumbs" / "cine.jpg") as thumb:
         likeness = [looks_like(thumb, Image.open(frame)) for frame in frames]
     assert max(range(10), key=likeness.__getitem__) == 5 and likeness[5] > 0.99, likeness
+
+
+def test_a_stack_is_pictured_by_its_middle_slice_alone(tmp_path):
+    """A series of slices shows one picture on its card, the middle slice's: only that one
+    thumbnail is made, by the page from the slice's PNG (the same frame, the same bytes as
+    the worker would have made), and a --skip-existing re-run finds or remakes it."""
+    import io
+
+    import imagecodecs
+
+    from conftest import index_cards
+    from _dicom_converter.writers import write_thumbnail
+
+    series = testdata("dicomdirtests/77654033/CT2/17106").parent  # four real CT slices of one series
+    shutil.copytree(series, tmp_path / "in" / "CT2")
+    shutil.copy(testdata("CT_small.dcm"), tmp_path / "in" / "alone.dcm")  # a slice alone in its series
+    out = tmp_path / "out"
+    run = run_cli(tmp_path / "in", "-o", out)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert sorted(p.relative_to(out / ".thumbs").as_posix() for p in (out / ".thumbs").rglob("*.jpg")) == [
+        "CT2/17166.jpg", "alone.jpg"]
+    expected = io.BytesIO()
+    write_thumbnail(imagecodecs.png_decode((out / "CT2" / "17166.png").read_bytes()), expected)
+    assert (out / ".thumbs" / "CT2" / "17166.jpg").read_bytes() == expected.getvalue()
+    assert {card["thumb"] for card in index_cards(out / "index.html")} == {".thumbs/CT2/17166.jpg", ".thumbs/alone.jpg"}
+
+    (out / ".thumbs" / "CT2" / "17166.jpg").unlink()
+    run = run_cli(tmp_path / "in", "-o", out, "--skip-existing")
+    assert run.returncode == 0 and "5 already up to date" in run.stdout, run.stdout + run.stderr
+    assert (out / ".thumbs" / "CT2" / "17166.jpg").read_bytes() == expected.getvalue()
+    assert {card["thumb"] for card in index_cards(out / "index.html")} == {".thumbs/CT2/17166.jpg", ".thumbs/alone.jpg"}

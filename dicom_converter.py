@@ -18,9 +18,9 @@ whose docstring maps its modules.
 
 import sys
 
-from _dicom_converter.cli import main
+from _dicom_converter.cli import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from _dicom_converter.base import ENV_START_METHOD, environment_setting
 from _dicom_converter.convert import convert_file
+from _dicom_converter.reading import import_pydicom
 from _dicom_converter.results import Result
 from _dicom_converter.series import convert_series
 from _dicom_converter.writers import TEMPORARY_NAME, TEMPORARY_PREFIX
@@ -67,6 +68,7 @@ def preload_worker_modules(context) -> None:
 
     method = context.get_start_method()
     if method == "fork":
+        import_pydicom()
         for name in WORKER_MODULES:
             importlib.import_module(name)
     elif method == "forkserver":
@@ -87,6 +89,7 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     faulthandler.disable()  # a crashing decoder is reported by the batch, not as a C stack dump
+    import_pydicom()  # a spawned worker's own import (forked ones have it already)
 
 
 class Terminated(SystemExit):

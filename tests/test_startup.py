@@ -1,0 +1,43 @@
+"""What a run imports, and how often: pydicom once per run under fork (the workers inherit it),
+and without the HTTP client pydicom loads only for its test-data downloads."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, testdata
+
+
+def test_pydicom_is_imported_without_requests_which_stays_importable():
+    code = ("import sys\n"
+            "from _dicom_converter.reading import import_pydicom\n"
+            "import_pydicom()\n"
+            "import pydicom.data.download as download\n"
+            "print('requests' in sys.modules, download.HAVE_REQUESTS)\n"
+            "import requests\n"
+            "print(requests.__name__)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "False", "requests"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="fork is Linux's start method")
+def test_forked_workers_inherit_pydicom_instead_of_importing_it_again(tmp_path):
+    """-X importtime prints a line for every module a process imports, workers included
+    (they share stderr): two workers and the main process imported pydicom three times."""
+    (tmp_path / "in").mkdir()
+    for n in range(4):
+        shutil.copy(testdata("CT_small.dcm"), tmp_path / "in" / f"ct{n}.dcm")
+    env = {**os.environ, "DICOM_CONVERTER_START_METHOD": "fork"}
+    run = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "dicom_converter.py"), str(tmp_path / "in"),
+                          "-o", str(tmp_path / "out"), "-j", "2"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "4 converted" in run.stdout
+    assert len(re.findall(r"\| pydicom$", run.stderr, re.M)) == 1
+    assert not re.findall(r"\| requests$", run.stderr, re.M)

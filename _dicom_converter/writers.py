@@ -44,9 +44,9 @@ def write_png(frame: np.ndarray, path: Path) -> None:
     import numpy as np
 
     height, width = frame.shape[:2]
-    samples = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder(">"))  # PNG is big-endian
-    samples = samples.view(np.uint8).reshape(height, -1)
-    rows = np.empty((height, samples.shape[1] + 1), np.uint8)
+    big_endian, rows = _png_buffers(frame)
+    np.copyto(big_endian, frame)  # PNG is big-endian
+    samples = big_endian.view(np.uint8).reshape(height, -1)
     rows[:, 0] = PNG_FILTER_UP
     rows[0, 1:] = samples[0]  # the row above the first counts as zeros
     np.subtract(samples[1:], samples[:-1], out=rows[1:, 1:])
@@ -60,6 +60,32 @@ def write_png(frame: np.ndarray, path: Path) -> None:
         f.write(b"\x89PNG\r\n\x1a\n")
         for kind, body in chunks:
             f.write(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)))
+
+
+# write_png's two working copies of a frame, kept for the next frame of the same shape: a
+# fresh megabyte for every 512^2 slice was 240 page faults (glibc gives freed memory of that
+# size back to the system), a sixth of the slice's PNG time.  Frames larger than this get
+# buffers of their own, which are not kept.
+PNG_BUFFERS_KEPT_BYTES = 16 * 2**20
+_png_buffers_kept: dict[tuple, tuple] = {}
+
+
+def _png_buffers(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the frame's samples big-endian, its filtered rows with a filter byte each) to fill;
+    a thread's own (frame writers may run in threads of their own, `job.in_own_thread`)."""
+    import threading
+
+    import numpy as np
+
+    key = (threading.get_ident(), frame.shape, frame.dtype.str)
+    buffers = _png_buffers_kept.get(key)
+    if buffers is None:
+        big_endian = np.empty(frame.shape, frame.dtype.newbyteorder(">"))
+        buffers = (big_endian, np.empty((frame.shape[0], big_endian.nbytes // frame.shape[0] + 1), np.uint8))
+        _png_buffers_kept.clear()
+        if frame.nbytes <= PNG_BUFFERS_KEPT_BYTES:
+            _png_buffers_kept[key] = buffers
+    return buffers
 
 
 # The index page's pictures: one JPEG of at most 256 px per picture it shows (a slice of a

@@ -269,6 +269,8 @@ def render_grayscale(
 
     `numbers` are the file's frame numbers of the frames given, when not in storage order
     (which overlay frame belongs to each)."""
+    import numpy as np
+
     luts: dict[tuple, np.ndarray] = {}  # this call's LUTs from LUT Sequences
     for index, frame in enumerate(frames):
         attrs = attrs_of(index)
@@ -283,7 +285,7 @@ def render_grayscale(
                 if len(cache) >= SHARED_LUTS_KEPT:
                     cache.clear()
                 cache[key] = grayscale_lut(frame.dtype, attrs, voi, out_max)
-            shown = cache[key][lut_index(frame)]
+            shown = np.take(cache[key], lut_index(frame))  # twice as fast as cache[key][index] here
         number = numbers[index] if numbers is not None else index
         yield apply_overlays(shown, number, overlays, out_max) if overlays else shown
 
@@ -426,7 +428,7 @@ def render_colour(frames: Iterable[np.ndarray], ds: Dataset) -> Iterator[np.ndar
         if photometric == "PALETTE COLOR":
             if table is None:
                 table = palette_lut(frame.dtype, ds)
-            yield table[lut_index(frame)]
+            yield np.take(table, lut_index(frame), axis=0)
         elif frame.dtype == np.uint8:
             yield frame
         else:

@@ -336,3 +336,20 @@ def test_halving_a_frame_gives_pillows_box_resize_bytes():
         if shape[1] >= shape[0]:  # taller frames stay with Pillow (it may take their rows first)
             assert np.array_equal(halved(frame), pillow), shape
         assert np.array_equal(fit_within(frame, max(shape[:2]) // 2), pillow), shape
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (200, 256), (17, 256), (1, 1), (256, 256, 3), (255, 131, 3)])
+def test_thumbnail_jpeg_is_the_jpeg_pillow_writes(shape):
+    """The thumbnail goes through imagecodecs' libjpeg-turbo for its speed; its bytes are those
+    of Pillow's JPEG writer at the same quality (what the thumbnails were before)."""
+    import io
+
+    from _dicom_converter.writers import THUMB_QUALITY, thumbnail_jpeg
+
+    rng = np.random.default_rng(sum(shape))
+    noise = (rng.random(shape) * 255).astype(np.uint8)
+    smooth = np.clip(np.cumsum(noise.astype(int), axis=0) // shape[0], 0, 255).astype(np.uint8)
+    for picture in (noise, smooth):
+        pillow = io.BytesIO()
+        Image.fromarray(picture).save(pillow, "JPEG", quality=THUMB_QUALITY)
+        assert thumbnail_jpeg(picture) == pillow.getvalue()

@@ -273,20 +273,24 @@ def staged_outputs(stem: Path) -> Iterator:
 
     def output(suffix: str, final: Path | None = None) -> Path:
         final = Path(f"{stem}{suffix}") if final is None else final
-        length = len(str(final.absolute()))
-        if limit is not None and length > limit:
+        if limit is not None and (length := len(str(final.absolute()))) > limit:
             raise OutputPathTooLong(f"output path {final.name} would be {length} characters, "
                                     f"more than Windows allows ({limit}): choose a shorter -o, or enable long "
                                     f"paths in Windows")
-        final.parent.mkdir(parents=True, exist_ok=True)
+        folder, made = final.parent, False
         # a short name of its own: the final name may already be near the 255-byte limit
         while True:
-            temp = final.parent / f"{TEMPORARY_PREFIX}{_process_tag(os.getpid())}-{secrets.token_hex(4)}.part"
+            temp = folder / f"{TEMPORARY_PREFIX}{_process_tag(os.getpid())}-{secrets.token_hex(4)}.part"
             try:  # mode 0666 less the umask, as for any new file (mkstemp would make it 0600)
                 os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
                 break
             except FileExistsError:
                 continue
+            except FileNotFoundError:  # the folder is made when missing, not asked for every output
+                if made:
+                    raise
+                folder.mkdir(parents=True, exist_ok=True)
+                made = True
         staged.append((temp, final))
         finals.append(final)
         return temp

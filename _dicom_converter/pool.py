@@ -68,9 +68,14 @@ def preload_worker_modules(context) -> None:
 
     method = context.get_start_method()
     if method == "fork":
+        import gc
+
         import_pydicom()
         for name in WORKER_MODULES:
             importlib.import_module(name)
+        # Python's advice for a fork without exec: what the imports made is kept out of every
+        # later garbage collection, so a worker's collections neither walk it nor copy its pages
+        gc.freeze()
     elif method == "forkserver":
         context.set_forkserver_preload([*WORKER_MODULES, __name__])
 

@@ -91,18 +91,28 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
     previous_term = signal.signal(signal.SIGTERM, _interrupt_on_signal)
     interrupted = False
     results = LineStore(result_json, result_from_json)  # every input's, for the manifest, the index, the links
+    second_passes: set[str] = set()  # "overlays", "reports": whether any result may need one
+
+    def keep(result: Result) -> None:
+        results.append(result)
+        if result.record.get("sop_class") in (SEGMENTATION_CLASS, RT_DOSE_CLASS):
+            second_passes.add("overlays")
+        if result.record.get("kind") == "report":
+            second_passes.add("reports")
     taken: set[str] = set()  # with --series: every stem planned, which a series' cine must not take
 
     def finished(result: Result) -> None:
         """A file's line, as soon as it is done (the pool calls it in the order files finish)."""
-        log.line(result_line(result, base, output), problem=result.status == "failed")
+        problem = result.status == "failed"
+        if log.shows(problem):  # made only to be shown: 0.1 ms a file of the main process's time
+            log.line(result_line(result, base, output), problem=problem)
         log.advance()
 
     def report(result: Result) -> None:
         counts[result.status] += 1
         for out in result.outputs:
             made[out.suffix] = made.get(out.suffix, 0) + 1
-        results.append(result)
+        keep(result)
 
     def dicom_of(group) -> list[tuple[Path, Path]]:
         """The group's DICOM files; the others are reported (this shard's) as skipped."""
@@ -112,7 +122,7 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
                 dicom.append((path, folder))
             elif mine(path):
                 counts["not_dicom"] += 1
-                results.append(Result(path, "skipped", message="not a DICOM file"))
+                keep(Result(path, "skipped", message="not a DICOM file"))
                 log.line(f"skipped    {display_name(path, base)}: not a DICOM file")
                 log.advance()
         return dicom
@@ -128,7 +138,7 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
                 log.line(f"note       {display_name(source, base)}: {note}")
             if batch.skip_existing and outputs_are_current(source, stem, bool(options.redact_salt)):
                 counts["current"] += 1
-                results.append(existing_result(source, stem, options))
+                keep(existing_result(source, stem, options))
                 log.line(f"up to date {display_name(source, base)}")
                 log.advance()
                 continue
@@ -152,7 +162,9 @@ def run_batch(input_path: Path, output: Path, options: Options, batch: Batch = B
     try:
         for result in convert_all(planned_tasks(), batch.jobs, finished):
             report(result)
-        overlays, reports = overlay_tasks(results, options), report_tasks(results, options)
+        # each a pass over every result, made only when a result it looks for is among them
+        overlays = overlay_tasks(results, options) if "overlays" in second_passes else []
+        reports = report_tasks(results, options) if "reports" in second_passes else []
         again = overlays + reports
         # the same outputs again, now over their images, or linked to them
         for number, result in enumerate(convert_all([task for _, task in again], batch.jobs)):

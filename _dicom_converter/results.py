@@ -66,10 +66,13 @@ class Log:
     def shows_bar(quiet: bool) -> bool:
         return not quiet and sys.stderr.isatty()
 
+    def shows(self, problem: bool = False) -> bool:
+        """Whether `line` prints a line of this kind: problems always; the others only without
+        --quiet and without a bar (the bar stands for them)."""
+        return problem or (not self.quiet and self.bar is None)
+
     def line(self, text: str, problem: bool = False) -> None:
-        if self.quiet and not problem:
-            return
-        if self.bar is not None and not problem:
+        if not self.shows(problem):
             return
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)

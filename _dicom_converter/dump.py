@@ -8,7 +8,7 @@ import codecs
 import contextlib
 import os
 import re
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from _dicom_converter.base import BULK_DATA_KEYWORDS, LONG_BINARY_BYTES, LONG_MULTI_VALUES, first_line
 from _dicom_converter.reading import is_multi
@@ -65,6 +65,43 @@ def dump_dataset(ds: Dataset, depth: int = 0) -> Iterator[str]:
                 yield from dump_dataset(item, depth + 2)
             continue
         yield f"{indent}{tag_text} {element.VR} {keyword:<32} {_value_text(element)}"
+
+
+def value_texts(ds: Dataset, falsy_empty: bool = False) -> Callable[[str], str]:
+    """A reader of ``text_of(ds.get(keyword, ""))`` by keyword (with `falsy_empty`, of
+    ``text_of(ds.get(keyword, "") or "")``: a number 0 reads as ""), for the .txt's summary
+    and the index record: an element pydicom has not converted yet whose value the formatters
+    below can tell (one value, on one line) is read from its bytes and left raw, as the dump
+    leaves it; any other is converted.  Converting the twenty-odd elements those two read was
+    a tenth of a 512^2 CT slice's conversion."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.datadict import tag_for_keyword
+
+    fast = _raw_formatting_allowed() and _raw_charset_read(ds)
+    encoding = _raw_text_encoding(ds) if fast else None
+    creators: dict[int, object] = {}
+
+    def text(keyword: str) -> str:
+        tag = tag_for_keyword(keyword)
+        raw = ds.get_item(tag, keep_deferred=True) if fast and tag is not None else None
+        if fast and tag is not None and raw is None:
+            return ""  # not in the dataset
+        if isinstance(raw, RawDataElement):
+            found = _raw_value(ds, tag, raw, encoding, creators)
+            if found is not None and found[0] not in _NOT_PLAIN_TEXT_VRS:
+                vr, value, _ = found
+                if value == "(empty)" and not (raw.value or b"").strip(b" \x00"):
+                    return ""
+                if "\\" not in value and " ⏎ " not in value:  # one value, one line: text_of's
+                    return "" if falsy_empty and vr in _NUMBER_VRS and float(value) == 0 else value
+        return text_of(ds.get(keyword, "") or "") if falsy_empty else text_of(ds.get(keyword, ""))
+
+    return text
+
+
+# VRs whose dump text is not ``str()`` of pydicom's value: bytes shown as hex, tags as (GGGG,EEEE)
+_NOT_PLAIN_TEXT_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN", "AT"})
+_NUMBER_VRS = frozenset({"IS", "DS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})  # 0 is falsy
 
 
 def _bulk_size(raw, keyword: str, filename=None) -> str | None:
@@ -236,6 +273,18 @@ def _raw_line(ds: Dataset, tag: int, raw, encoding: str | None, creators: dict) 
     `tag` is a plain int (pydicom's BaseTag compares slowly); `creators` caches
     the private creators read for `ds` (`_private_creator`).
     """
+    found = _raw_value(ds, tag, raw, encoding, creators)
+    if found is None:
+        return None
+    vr, text, creator = found
+    tag_text, keyword, _ = _tag_info(tag)
+    if not keyword:
+        keyword = _private_info(tag, creator)[1]
+    return f"{tag_text} {vr} {keyword:<32} {text}"
+
+
+def _raw_value(ds: Dataset, tag: int, raw, encoding: str | None, creators: dict) -> tuple[str, str, str | None] | None:
+    """(VR, value text, private creator) of `_raw_line`, or None."""
     value = raw.value  # None when deferred (on disk), and for some empty values
     if (value is None and raw.length) or raw.length == 0xFFFFFFFF:
         return None
@@ -287,9 +336,7 @@ def _raw_line(ds: Dataset, tag: int, raw, encoding: str | None, creators: dict) 
         text = formatter(value, raw.is_little_endian, encoding if tag != 0x00080005 else "iso8859")
         if text is None:
             return None
-    if not keyword:
-        keyword = _private_info(tag, creator)[1]
-    return f"{tag_text} {vr} {keyword:<32} {text}"
+    return vr, text, creator
 
 
 def _replace_un() -> bool:

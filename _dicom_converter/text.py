@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from _dicom_converter.base import CorruptFile, first_line
-from _dicom_converter.dump import _bulk_size, dump_dataset, text_of
+from _dicom_converter.dump import _bulk_size, dump_dataset, text_of, value_texts
 from _dicom_converter.reading import has_pixel_data, transfer_syntax_of
 from _dicom_converter.timing import _keyword_of
 
@@ -26,10 +26,11 @@ SUMMARY_FIELDS = (
 def summary_text(ds: Dataset, rendering: dict[str, str]) -> str:
     """The short human summary at the top of the .txt."""
     lines = []
+    text = value_texts(ds)
     for title, keywords in SUMMARY_FIELDS:
         lines.append(f"{title}:")
         for keyword in keywords:
-            lines.append(f"  {keyword:<22} {text_of(ds.get(keyword, ''))}")
+            lines.append(f"  {keyword:<22} {text(keyword)}")
     lines.append("Image:")
     syntax = transfer_syntax_of(ds)
     from pydicom.uid import UID
@@ -97,9 +98,11 @@ def index_record(ds: Dataset) -> dict:
     A value that cannot be read (a damaged element) is left empty: the index
     is a convenience and must not fail a file that converted.
     """
+    texts = value_texts(ds, falsy_empty=True)
+
     def text(keyword: str) -> str:
         try:
-            return text_of(ds.get(keyword, "") or "")
+            return texts(keyword)
         except Exception:
             return ""
 

@@ -386,3 +386,29 @@ def test_random_raw_values(seed, monkeypatch):
             elements.append((0x00080005, rng.choice(["CS", "US", "LO"]), rng.choice([b"ISO_IR 192", b"\x01\x00", b""])))
         elements = list({tag: (tag, vr, v) for tag, vr, v in elements}.values())
         assert_same_dump(raw_dataset(elements, **options), raw_dataset(elements, **options), monkeypatch)
+
+
+def summary_and_record(ds) -> tuple[str, dict, list[str]]:
+    """The .txt's summary and the index record of `ds`, and pydicom's warnings meanwhile."""
+    from _dicom_converter.text import index_record, summary_text
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary, record = summary_text(ds, {}), index_record(ds)
+    return summary, record, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
+@pytest.mark.parametrize("path", [path for _, path in INPUTS], ids=[name for name, _ in INPUTS])
+def test_summary_and_index_record_read_from_bytes_are_the_converted_values(path, monkeypatch):
+    """The summary and the index record read their values from the bytes too
+    (`dump.value_texts`): the same text, the same record, the same warnings, and the same
+    values left for later readers as with every value converted by pydicom."""
+    fast, slow = read(path), read(path)
+    if fast is None:
+        pytest.skip("not a DICOM file pydicom reads")
+    got = summary_and_record(fast)
+    with monkeypatch.context() as patch:
+        patch.setattr(dump, "_raw_formatting_allowed", lambda: False)
+        expected = summary_and_record(slow)
+    assert got == expected
+    assert later_values(fast) == later_values(slow)

@@ -74,8 +74,8 @@ def value_texts(ds: Dataset, falsy_empty: bool = False) -> Callable[[str], str]:
     below can tell (one value, on one line) is read from its bytes and left raw, as the dump
     leaves it; any other is converted.  Converting the twenty-odd elements those two read was
     a tenth of a 512^2 CT slice's conversion."""
-    from pydicom.dataelem import RawDataElement
     from pydicom.datadict import tag_for_keyword
+    from pydicom.dataelem import RawDataElement
 
     fast = _raw_formatting_allowed() and _raw_charset_read(ds)
     encoding = _raw_text_encoding(ds) if fast else None
@@ -288,7 +288,7 @@ def _raw_value(ds: Dataset, tag: int, raw, encoding: str | None, creators: dict)
     value = raw.value  # None when deferred (on disk), and for some empty values
     if (value is None and raw.length) or raw.length == 0xFFFFFFFF:
         return None
-    tag_text, keyword, vr = _tag_info(tag)
+    _, keyword, vr = _tag_info(tag)
     if keyword in BULK_DATA_KEYWORDS:
         return None
     private = (tag >> 16) % 2 == 1

@@ -54,8 +54,8 @@ def pool_size(jobs: int) -> int:
 WINDOWS_MAX_WORKERS = 61
 
 
-# What every worker imports before its first file: pydicom alone takes 0.3 s of CPU (its
-# pixel plugins, numpy, Pillow, and requests for its test-data downloads).  Forked workers
+# What every worker imports before its first file: pydicom alone took 0.15-0.3 s of CPU (its
+# pixel plugins, numpy, Pillow; `import_pydicom` leaves out requests).  Forked workers
 # inherit what the parent has imported, and the parent needs pydicom anyway (the index
 # page's names, --layout study's headers), so it imports them once, before the fork, rather
 # than every worker and then itself again: 100 CT slices on 2 cores took 0.3 s less.  A
@@ -70,12 +70,15 @@ def preload_worker_modules(context) -> None:
     if method == "fork":
         import gc
 
+        first = "pydicom" not in sys.modules
         import_pydicom()
         for name in WORKER_MODULES:
             importlib.import_module(name)
-        # Python's advice for a fork without exec: what the imports made is kept out of every
-        # later garbage collection, so a worker's collections neither walk it nor copy its pages
-        gc.freeze()
+        if first:
+            # Python's advice for a fork without exec: what the imports made is kept out of
+            # every later garbage collection, so a worker's collections neither walk it nor
+            # copy its pages.  Once: a later pool (a run's second pass) finds it done.
+            gc.freeze()
     elif method == "forkserver":
         context.set_forkserver_preload([*WORKER_MODULES, __name__])
 

@@ -20,9 +20,10 @@ def import_pydicom() -> None:
 
     pydicom.data.download imports requests when pydicom loads, to fetch pydicom's own test
     files, which the converter never does; it falls back to urllib when requests is missing.
-    requests is hidden for that one import (a None in sys.modules makes ``import requests``
-    fail) and visible again after it: 60 ms less in the start of every process that converts
-    (a fifth of pydicom's import).
+    requests is not among our requirements, but many Pythons have it (a system Python, a
+    shared environment): there it is hidden for that one import (a None in sys.modules makes
+    ``import requests`` fail) and visible again after it, 60 ms less in the start of every
+    process that converts (a fifth of pydicom's import).
     """
     import sys
 

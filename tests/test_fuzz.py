@@ -871,16 +871,8 @@ def test_fuzzed_files_under_redact(tmp_path):
 
     inp, out = tmp_path / "in", tmp_path / "out"
     write_corpus(inp, FIXED_SEED, 2 * len(KINDS))
-    for name in GOOD_FILES:
-        shutil.copy(testdata(name), inp / f"good_{name}")
     regions = damaged_region_ultrasounds(inp)
-    run = run_without_rust_backtraces(inp, "-o", out, "--redact", "--json")
-    log = run.stdout + run.stderr
-    assert "Traceback" not in log, log[-20000:]
-    results, summaries, stray = parse_log(run)
-    stray = [line for line in stray if not RUST_PANIC.match(line)]
-    assert not stray and len(summaries) == 1, log[-5000:]
-    assert sorted(results) == sorted(p.name for p in inp.iterdir())
+    run, results = run_corpus_and_good_files(inp, out, "--redact", "--json")
     assert run.returncode == (1 if any(label == "FAILED" for label, _ in results.values()) else 0)
     for name, (label, rest) in sorted(results.items()):
         images = [p.name for p in outputs_of(out, name[:-4]) if p.suffix in (".png", ".gif", ".mp4")]
@@ -903,15 +895,7 @@ def test_fuzzed_files_under_layout_study(tmp_path, redact):
     PATIENT/STUDY/SERIES folder or, for a header that cannot be read, under Unreadable/."""
     inp, out = tmp_path / "in", tmp_path / "out"
     write_corpus(inp, FIXED_SEED, 2 * len(KINDS))
-    for name in GOOD_FILES:
-        shutil.copy(testdata(name), inp / f"good_{name}")
-    run = run_without_rust_backtraces(inp, "-o", out, "--layout", "study", *(["--redact"] if redact else []))
-    log = run.stdout + run.stderr
-    assert "Traceback" not in log, log[-20000:]
-    results, summaries, stray = parse_log(run)
-    stray = [line for line in stray if not RUST_PANIC.match(line)]
-    assert not stray and len(summaries) == 1, log[-5000:]
-    assert sorted(results) == sorted(p.name for p in inp.iterdir())
+    run, results = run_corpus_and_good_files(inp, out, "--layout", "study", *(["--redact"] if redact else []))
     written = [p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.parts[len(out.parts)] != ".thumbs"]
     assert {p.name for p in written if len(p.parts) == 1} <= {"index.html", "manifest.csv"}
     assert all(len(p.parts) == 4 or p.parts[0] == "Unreadable" or len(p.parts) == 1 or p.parent.name.endswith("_frames")
@@ -923,6 +907,21 @@ def test_fuzzed_files_under_layout_study(tmp_path, redact):
 # pylibjpeg-rle's Rust code prints its own panic report on stderr before the panic reaches
 # Python as pyo3's PanicException (a BaseException): three lines with RUST_BACKTRACE=0.
 RUST_PANIC = re.compile(r"^thread '.*' panicked at |^index out of bounds: |^note: run with `RUST_BACKTRACE")
+
+
+def run_corpus_and_good_files(inp: Path, out: Path, *options: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """The converter on a corpus in `inp` with the good files added: no traceback, one plain
+    line per input file, one summary; the run and its lines by file name (`parse_log`)."""
+    for name in GOOD_FILES:
+        shutil.copy(testdata(name), inp / f"good_{name}")
+    run = run_without_rust_backtraces(inp, "-o", out, *options)
+    log = run.stdout + run.stderr
+    assert "Traceback" not in log, log[-20000:]
+    results, summaries, stray = parse_log(run)
+    stray = [line for line in stray if not RUST_PANIC.match(line)]
+    assert not stray and len(summaries) == 1, log[-5000:]
+    assert sorted(results) == sorted(p.name for p in inp.iterdir())
+    return run, results
 
 
 def run_without_rust_backtraces(*args) -> subprocess.CompletedProcess:

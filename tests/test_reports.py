@@ -16,7 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, testdata
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -583,3 +583,35 @@ def test_a_key_object_selection_links_to_the_image_this_run_made(tmp_path):
     page = (tmp_path / "redacted" / "reports" / "kos.html").read_text(encoding="utf-8")
     assert "Mass, left lobe" not in page and ct.SOPInstanceUID not in page and "withheld" in page
     assert '<img loading="lazy" src="../CT_small.png"' in page  # the stand-in UIDs still match
+
+
+def test_header_labels_keep_their_words_whole_on_a_phone(tmp_path):
+    """At 390 px the page's labels ("Verification", "Predecessor document") wrap between words,
+    never inside one: the body lets long UIDs break anywhere, the labels must not."""
+    from browser import chromium, require_browser, serve
+
+    require_browser()
+    (tmp_path / "in").mkdir()
+    shutil.copy(testdata("test-SR.dcm"), tmp_path / "in" / "sr.dcm")
+    run = run_cli(tmp_path / "in", "-o", tmp_path / "out", "--no-index")
+    assert run.returncode == 0, run.stdout + run.stderr
+    with serve(tmp_path / "out") as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.goto(f"{url}/sr.html")
+        words = page.evaluate("""() => {
+            const out = [];
+            for (const th of document.querySelectorAll('th')) {
+                const text = th.firstChild;
+                if (!text || text.nodeType !== Node.TEXT_NODE) continue;
+                let at = 0;
+                for (const word of text.data.split(' ')) {
+                    const range = document.createRange();
+                    range.setStart(text, at); range.setEnd(text, at + word.length);
+                    out.push([word, range.getClientRects().length]);
+                    at += word.length + 1;
+                }
+            }
+            return out;
+        }""")
+    assert {word for word, _ in words} >= {"Verification", "Predecessor"}
+    assert all(lines == 1 for _, lines in words), words

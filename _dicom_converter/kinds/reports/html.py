@@ -18,6 +18,7 @@ REPORT_STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:1em auto;max-width:60em;padding:0 1em;color:#222;background:#fafafa;overflow-wrap:anywhere}
 h1{font-size:1.45em}h2{font-size:1.25em;border-bottom:1px solid #ccc}h3{font-size:1.1em}h4,h5,h6{font-size:1em}
 table{border-collapse:collapse;margin:.5em 0}th,td{text-align:left;vertical-align:top;padding:.15em .6em .15em 0}
+th{overflow-wrap:normal}
 table.dose th,table.dose td{border:1px solid #ccc;padding:.2em .5em}
 ul.items{list-style:none;padding-left:1.2em;margin:.2em 0}li{margin:.15em 0}
 .rel{font-size:.85em;color:#666;font-style:italic}.concept{font-weight:600}

@@ -470,6 +470,7 @@ def test_a_report_and_a_pdf_open_inside_the_viewer(kinds_site, chromium):
         metas = page.locator("button[data-series] .meta").all_inner_texts()
         page.locator("button[data-series]").nth(metas.index("SR · structured report · report")).click()
         frame = page.locator("#viewer-stage iframe")
+        frame.wait_for(state="visible")  # the viewer opens on the click's next frame, not during it
         assert frame.is_visible() and frame.get_attribute("sandbox") == ""  # no scripts, no origin
         report = page.frame_locator("#viewer-stage iframe").locator("body")
         assert "A mass of 3 cm was detected." in report.inner_text()
@@ -477,6 +478,8 @@ def test_a_report_and_a_pdf_open_inside_the_viewer(kinds_site, chromium):
         page.keyboard.press("Escape")
         pdf = next(i for i, m in enumerate(metas) if m.startswith("DOC · document · PDF document"))
         page.locator("button[data-series]").nth(pdf).click()
+        page.wait_for_function("() => (document.querySelector('#viewer-stage iframe') || {}).src"
+                               " && document.querySelector('#viewer-stage iframe').src.endsWith('report.pdf')")
         assert frame.is_visible() and frame.get_attribute("src").endswith("report.pdf")
         assert frame.get_attribute("sandbox") is None  # Chromium shows no PDF in a sandboxed frame
         page.close()

@@ -1,5 +1,5 @@
 """What a run imports, and how often: pydicom once per run under fork (the workers inherit it),
-and without the HTTP client pydicom loads only for its test-data downloads."""
+and without the HTTP client and progress bar pydicom loads only for its test-data downloads."""
 
 from __future__ import annotations
 
@@ -14,17 +14,19 @@ import pytest
 from conftest import ROOT, testdata
 
 
-def test_pydicom_is_imported_without_requests_which_stays_importable():
-    """requests (not one of our dependencies, but often installed) is hidden from pydicom's
-    import only: afterwards it imports as it would have, or is missing as it would have been."""
+@pytest.mark.parametrize("module, flag", [("requests", "HAVE_REQUESTS"), ("tqdm", "USE_PROGRESS_BAR")])
+def test_pydicom_is_imported_without_its_download_helpers_which_stay_importable(module, flag):
+    """requests (not one of our dependencies, but often installed) and tqdm (ours, for the
+    terminal's bar) are hidden from pydicom's import only: pydicom's downloads go without
+    them, and afterwards each imports as it would have, or is missing as it would have been."""
     code = ("import importlib.util, sys\n"
-            "installed = importlib.util.find_spec('requests') is not None\n"
+            f"installed = importlib.util.find_spec({module!r}) is not None\n"
             "from _dicom_converter.reading import import_pydicom\n"
             "import_pydicom()\n"
             "import pydicom.data.download as download\n"
-            "print('requests' in sys.modules, download.HAVE_REQUESTS)\n"
+            f"print({module!r} in sys.modules, download.{flag})\n"
             "try:\n"
-            "    import requests\n"
+            f"    import {module}\n"
             "    print('imported' if installed else 'unexpected')\n"
             "except ImportError as exc:\n"
             "    print('hidden' if 'halted' in str(exc) else 'missing' if not installed else 'unexpected')\n")
@@ -47,4 +49,5 @@ def test_forked_workers_inherit_pydicom_instead_of_importing_it_again(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "4 converted" in run.stdout
     assert len(re.findall(r"\| pydicom$", run.stderr, re.M)) == 1
-    assert not re.findall(r"\| requests$", run.stderr, re.M)
+    # at any depth (a hidden module's refused import has a line too, but loads no submodule)
+    assert not re.findall(r"\|\s+(requests|tqdm)\.\w+$", run.stderr, re.M)

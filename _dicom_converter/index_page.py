@@ -26,7 +26,6 @@ from _dicom_converter.values import (
     age_text,
     date_text,
     modality_text,
-    person_name_listed,
     sex_text,
     time_of_day,
 )
@@ -135,11 +134,12 @@ def _totals(patients: list[dict]) -> str:
 
 
 def _patient_heading(patient: dict) -> str:
-    """"PHANTOM, Sample · ID PHANTOM0001 · female · 54 years · born 1970-01-01" (PN components,
-    ISO dates), or under --redact "Patient 2", numbered in order of appearance."""
+    """"PHANTOM, Sample · ID PHANTOM0001 · female · 54 years · born 1970-01-01" (the name from its
+    PN components, as the worker listed it: `values.person_name_listed`; ISO dates), or under
+    --redact "Patient 2", numbered in order of appearance."""
     if patient.get("number"):
         return f"<h2>Patient {patient['number']}</h2>"
-    name = person_name_listed(patient.get("name") or "") or "Unknown patient"
+    name = patient.get("name") or "Unknown patient"
     facts = [f"ID {patient['id']}" if patient.get("id") else "", sex_text(patient.get("sex") or ""),
              age_text(patient.get("age") or ""),
              f"born {date_text(patient['birth'])}" if patient.get("birth") else ""]
@@ -243,8 +243,8 @@ def write_index(output: Path, results) -> Path:
         series = (r.get("series_number", ""), r.get("series_description", ""), r.get("series_uid", ""))
         place = (result.outputs[0].as_posix() if result.outputs else "", number)  # first outputs are unique
         tree.setdefault(patient, {}).setdefault(study, {}).setdefault(series, []).append(place)
-        facts.setdefault(patient, {"sex": r.get("patient_sex"), "age": r.get("patient_age"),
-                                   "birth": r.get("patient_birth_date")})
+        facts.setdefault(patient, {"name": r.get("patient_name_listed") or "", "sex": r.get("patient_sex"),
+                                   "age": r.get("patient_age"), "birth": r.get("patient_birth_date")})
         facts.setdefault((patient, study), {"time": r.get("study_time"), "modalities": set()})
         if result.status != "series":  # a series cine's source is an output
             for key in (patient, (patient, study)):
@@ -283,7 +283,7 @@ def write_index(output: Path, results) -> Path:
             studies_model.append({"date": study[1], "description": study[2], "time": study_facts["time"],
                                   "modalities": sorted(study_facts["modalities"]), "series": series_model,
                                   **({"number": study_number} if redacted else {})})
-        patients.append({"name": patient[0], "id": patient[1], **facts[patient], "studies": studies_model,
+        patients.append({"id": patient[1], **facts[patient], "studies": studies_model,
                          **({"number": number} if redacted else {})})
     with staged_outputs(output / "index") as (stage, finals):
         with open(stage(".html"), "w", encoding="utf-8", newline="\n") as f:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from _dicom_converter.index_page import INDEX_DATA_ID, index_page, script_json
+from _dicom_converter.values import person_name_listed
 
 SERIES, PER_SERIES = 10, 300
 MIXED = SERIES - 1  # the series with no thumbnail, whose first items are a cine, a sound and a report
@@ -95,9 +96,9 @@ def make_site(folder: Path) -> list[dict]:
                                links=[["txt", "S1/IM0000.txt"], [INJECT_TITLE, INJECT_URL]])
 
     patients = [
-        {"name": INJECT_NAME, "id": "X<1>", "studies": [
+        {"name": person_name_listed(INJECT_NAME), "id": "X<1>", "studies": [
             {"date": "20240102", "description": INJECT_FACT, "series": series_list[:4]}]},
-        {"name": "DOE^JANE", "id": "123", "studies": [
+        {"name": "DOE, JANE", "id": "123", "studies": [
             {"date": "20230101", "description": "CT HEAD", "series": series_list[4:7]},
             {"date": "20240301", "description": "MR KNEE", "series": series_list[7:]}]},
     ]

@@ -36,20 +36,28 @@ def test_pydicom_is_imported_without_its_download_helpers_which_stay_importable(
     assert run.stdout.split()[2] in ("imported", "missing"), run.stdout
 
 
-@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="fork is Linux's start method")
-def test_forked_workers_inherit_pydicom_instead_of_importing_it_again(tmp_path):
-    """-X importtime prints a line for every module a process imports, workers included
-    (they share stderr): two workers and the main process imported pydicom three times."""
+def converted_with_import_times(tmp_path, start_method: str) -> subprocess.CompletedProcess:
+    """Four copies of CT_small converted by two workers started by `start_method`, under
+    -X importtime, which prints a line for every module a process imports (the workers'
+    lines too: they share stderr)."""
     (tmp_path / "in").mkdir()
     for n in range(4):
         shutil.copy(testdata("CT_small.dcm"), tmp_path / "in" / f"ct{n}.dcm")
-    env = {**os.environ, "DICOM_CONVERTER_START_METHOD": "fork"}
+    env = {**os.environ, "DICOM_CONVERTER_START_METHOD": start_method}
     run = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "dicom_converter.py"), str(tmp_path / "in"),
                           "-o", str(tmp_path / "out"), "-j", "2"], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "4 converted" in run.stdout
-    assert len(re.findall(r"\|\s+pydicom$", run.stderr, re.M)) == 1
-    # at any depth (a hidden module's refused import has a line too, but loads no submodule)
+    return run
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="fork is Linux's start method")
+def test_forked_workers_inherit_pydicom_instead_of_importing_it_again(tmp_path):
+    """Two workers and the main process imported pydicom three times; now the main process
+    imports it once, before the workers fork."""
+    run = converted_with_import_times(tmp_path, "fork")
+    assert len(re.findall(r"\|\s+pydicom$", run.stderr, re.M)) == 1  # at any depth
+    # nor its download helpers (a hidden module's refused import has a line too, but loads no submodule)
     assert not re.findall(r"\|\s+(requests|tqdm)\.\w+$", run.stderr, re.M)
 
 
@@ -58,14 +66,7 @@ def test_a_spawned_pools_main_process_writes_the_page_without_pydicom(tmp_path):
     the main process, which only walks, hands out and writes the manifest and the page,
     does not import it for the page's patient names (0.1-0.2 s): three imports with two
     workers before, two now."""
-    (tmp_path / "in").mkdir()
-    for n in range(4):
-        shutil.copy(testdata("CT_small.dcm"), tmp_path / "in" / f"ct{n}.dcm")
-    env = {**os.environ, "DICOM_CONVERTER_START_METHOD": "spawn"}
-    run = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "dicom_converter.py"), str(tmp_path / "in"),
-                          "-o", str(tmp_path / "out"), "-j", "2"], capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "4 converted" in run.stdout
+    run = converted_with_import_times(tmp_path, "spawn")
     assert len(re.findall(r"\|\s+pydicom$", run.stderr, re.M)) == 2  # at any depth: once in each worker
     page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert "<h2>CompressedSamples^CT1" not in page and "CompressedSamples, CT1" in page

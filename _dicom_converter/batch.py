@@ -14,7 +14,7 @@ from _dicom_converter.index_page import write_index
 from _dicom_converter.inputs import OUTPUT_SUFFIXES, looks_like_dicom, name_key, plan_group, walk_groups
 from _dicom_converter.kinds.documents import DOCUMENT_SUFFIXES
 from _dicom_converter.kinds.video import TRANSCODED_SUFFIX
-from _dicom_converter.job import pictured_later
+from _dicom_converter.job import later_thumbnail, pictured_later
 from _dicom_converter.layout import plan_study_layout
 from _dicom_converter.manifest import (
     earlier_outputs,
@@ -353,9 +353,10 @@ def existing_result(source: Path, stem: Path, options: Options) -> Result:
         record = {**index_record(as_shown(ds, options)), **patient_stand_in(ds, options), "kind": object_kind(ds)}
         if options.thumbnails is not None and thumbnail_path(stem, options.thumbnails).exists():
             record["thumbnail"] = str(thumbnail_path(stem, options.thumbnails))
-        elif options.thumbnails is not None and pictured_later(ds) and stem.with_name(stem.name + ".png").exists():
-            record["thumbnail"] = str(thumbnail_path(stem, options.thumbnails))
-            record["thumbnail_from"] = str(stem.with_name(stem.name + ".png"))
+        elif options.thumbnails is not None and pictured_later(ds):
+            thumbnail, png = later_thumbnail(stem, options.thumbnails)
+            if png.exists():
+                record.update(thumbnail=str(thumbnail), thumbnail_from=str(png))
     except ConversionError:
         record = {}
     return Result(source, "converted", outputs, "up to date", record)

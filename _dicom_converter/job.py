@@ -55,12 +55,11 @@ class Conversion:
             self.thumbnail_file = thumbnail_path(self.stem, self.options.thumbnails)
             write_thumbnail(frame, self.output("", self.thumbnail_file))
 
-    def thumbnail_later(self, png: Path) -> None:
-        """Leave this file's picture to the index page, which makes it from `png` (the final name
-        of the PNG of the frame `thumbnail` would have been given) if it pictures the series."""
+    def thumbnail_later(self) -> None:
+        """Leave this file's picture to the index page, which makes it from the file's PNG (of
+        the frame `thumbnail` would have been given) if it pictures the series."""
         if self.options.thumbnails is not None and self.stem is not None and self.thumbnail_file is None:
-            self.thumbnail_file = thumbnail_path(self.stem, self.options.thumbnails)
-            self.thumbnail_source = png
+            self.thumbnail_file, self.thumbnail_source = later_thumbnail(self.stem, self.options.thumbnails)
 
     def blanked(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         """`frames` with --redact's rectangles blanked, when the plan has any."""
@@ -78,7 +77,7 @@ def write_one_frame(job: Conversion, frames: Iterator[np.ndarray], sixteen: bool
     if job.options.write_png:
         write_png(frame, job.output(".png"))
     if job.options.write_png and pictured_later(job.ds):
-        job.thumbnail_later(Path(f"{job.stem}.png"))
+        job.thumbnail_later()
     else:
         job.thumbnail(frame)
     job.rendering["Output"] = f"PNG {'16' if sixteen else '8'}-bit" if job.options.write_png else "none"
@@ -93,6 +92,12 @@ def pictured_later(ds: Dataset) -> bool:
     more likely to be alone in its series (CR, DX, MG, US, a secondary capture) keeps its
     thumbnail now, from the frame in memory, in the worker."""
     return "ImagePositionPatient" in ds
+
+
+def later_thumbnail(stem: Path, thumbs: Path) -> tuple[Path, Path]:
+    """(where the index page puts a picture left to it, the PNG it makes it from) for the
+    outputs of `stem` (`pictured_later`)."""
+    return thumbnail_path(stem, thumbs), Path(f"{stem}.png")
 
 
 def check_frames(job: Conversion) -> int:

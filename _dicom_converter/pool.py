@@ -55,11 +55,12 @@ WINDOWS_MAX_WORKERS = 61
 
 
 # What every worker imports before its first file: pydicom alone took 0.15-0.3 s of CPU (its
-# pixel plugins, numpy, Pillow; `import_pydicom` leaves out requests).  Forked workers
-# inherit what the parent has imported, and the parent needs pydicom anyway (the index
-# page's names, --layout study's headers), so it imports them once, before the fork, rather
-# than every worker and then itself again: 100 CT slices on 2 cores took 0.3 s less.  A
-# forkserver imports them once for all its children; spawned workers import their own.
+# pixel plugins, numpy, Pillow; `import_pydicom` leaves out requests and tqdm).  Forked
+# workers inherit what the parent has imported, and the parent needs most of it anyway (the
+# index page's series thumbnails, --layout study's headers), so it imports them once, before
+# the fork, rather than every worker and then itself again: 100 CT slices on 2 cores took
+# 0.3 s less.  A forkserver imports them once for all its children; spawned workers import
+# their own.
 WORKER_MODULES = ("numpy", "pydicom", "pydicom.pixels", "PIL.Image", "imagecodecs")
 
 

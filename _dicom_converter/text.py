@@ -113,11 +113,12 @@ def index_record(ds: Dataset) -> dict:
         except Exception:
             return None
 
+    name = text("PatientName")
     return {
-        "patient_name": text("PatientName"), "patient_id": text("PatientID"),
+        "patient_name": name, "patient_id": text("PatientID"),
         # the page's heading, made here where pydicom (for PersonName) is loaded anyway: a
         # spawned pool's main process would import all of it for this one split (0.1-0.2 s)
-        "patient_name_listed": person_name_listed(text("PatientName")),
+        "patient_name_listed": person_name_listed(name),
         "study_uid": text("StudyInstanceUID"), "study_date": text("StudyDate"),
         "study_description": text("StudyDescription"),
         "series_uid": text("SeriesInstanceUID"), "series_number": text("SeriesNumber"),
